@@ -1,0 +1,1 @@
+"""DeepDRRSlicerLib: fluoroscopy simulation from CT (the engine of DeepDRRSlicer), usable without Slicer or Qt."""

@@ -1,0 +1,156 @@
+"""Projector against closed-form line integrals through analytic bodies."""
+
+import numpy as np
+import pytest
+
+from DeepDRRSlicerLib.errors import InputError
+from DeepDRRSlicerLib.geometry import CArm, DetectorGeometry
+from DeepDRRSlicerLib.materials import MaterialVolume
+from DeepDRRSlicerLib.projector import project
+from phantoms import GradedQuadric, exact_voxel_path, oblique_matrix
+
+MATERIALS = ("air", "soft_tissue", "bone")
+
+
+def _materials(density, ijk_to_ras, label=1):
+    labels = np.where(density > 0, label, 0).astype(np.uint8)
+    return MaterialVolume(density=density.astype(np.float32), labels=labels, names=MATERIALS, ijk_to_ras=ijk_to_ras)
+
+
+def _compare(body, ijk_to_ras, shape, geometry, algorithm):
+    """Relative error of the projector on rays that cross the body's curved surface only."""
+    projection = project(_materials(body.sample(shape, ijk_to_ras), ijk_to_ras), geometry,
+                         algorithm=algorithm, device="cpu")
+    ends = geometry.pixel_centers()
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0).max()
+    expected, crosses_cap = body.line_integral(np.broadcast_to(geometry.source, ends.shape), ends,
+                                               cap_margin_mm=4 * spacing)
+    expected = expected * 0.1  # g/cm3 * mm -> g/cm2
+    measured = projection.line_integrals[1]
+    # The smooth profile vanishes at the surface, so only rays through a cap
+    # (a hard edge) or barely grazing the body are left out.
+    tested = (expected > 0.2 * expected.max()) & ~crosses_cap
+    assert tested.sum() > 300
+    assert np.all(projection.line_integrals[0] == 0) and np.all(projection.line_integrals[2] == 0)
+    return np.abs(measured[tested] - expected[tested]) / expected[tested]
+
+
+@pytest.mark.parametrize("algorithm", ["siddon", "trilinear"])
+def test_ellipsoid_axis_aligned(algorithm):
+    matrix = np.diag([1.0, 1.0, 1.0, 1.0])
+    matrix[:3, 3] = [-45.0, -40.0, -35.0]
+    body = GradedQuadric.ellipsoid(center=(1.3, -2.1, 0.7), semi_axes=(40.0, 36.0, 31.0), peak_density=1.7)
+    geometry = CArm(alpha_deg=17.0, beta_deg=-11.0, width=64, height=64, pixel_spacing_mm=2.6).geometry()
+    relative = _compare(body, matrix, (70, 80, 90), geometry, algorithm)
+    assert relative.max() < 1e-3, relative.max()
+
+
+@pytest.mark.parametrize("algorithm", ["siddon", "trilinear"])
+def test_rotated_ellipsoid_in_oblique_anisotropic_volume(algorithm):
+    matrix = oblique_matrix(spacing=(0.5, 0.6, 0.7), angles_deg=(12.0, -20.0, 33.0), origin=(0, 0, 0))
+    shape = (130, 150, 180)
+    centre = (matrix @ np.array([89.5, 74.5, 64.5, 1.0]))[:3]
+    rotation = oblique_matrix((1, 1, 1), (40.0, 10.0, -25.0), (0, 0, 0))[:3, :3]
+    body = GradedQuadric.ellipsoid(center=centre + [2.0, -1.5, 3.0], semi_axes=(40.0, 34.0, 30.0),
+                                   rotation=rotation, peak_density=1.1)
+    geometry = CArm(alpha_deg=-63.0, beta_deg=24.0, isocenter_ras=tuple(centre), width=64, height=64,
+                    pixel_spacing_mm=2.4).geometry()
+    relative = _compare(body, matrix, shape, geometry, algorithm)
+    assert relative.max() < 1e-3, relative.max()
+
+
+# Siddon integrates the nearest-voxel (piecewise-constant) model exactly. Against a smooth
+# object, a ray running within a voxel of a grid plane for its whole length sees a
+# first-order error (measured up to 0.4 % at 0.8-1 mm voxels). Siddon's geometries
+# here keep every ray > 5 degrees off the grid planes; trilinear takes them all.
+CYLINDER_VIEWS = {
+    "siddon": [(35.0, 30.0), (-50.0, 22.0)],
+    "trilinear": [(90.0, 0.0), (83.0, 6.0), (35.0, 30.0), (-50.0, 22.0)],
+}
+
+
+@pytest.mark.parametrize("algorithm", ["siddon", "trilinear"])
+def test_finite_cylinder_from_several_directions(algorithm):
+    matrix = np.diag([0.8, 0.8, 1.0, 1.0])
+    matrix[:3, 3] = [-60.0, -60.0, -70.0]
+    body = GradedQuadric.cylinder(center=(0.4, -0.3, 0.2), axis=(0.2, 0.1, 1.0), radius=40.0, half_length=55.0,
+                                  peak_density=1.9)
+    for alpha, beta in CYLINDER_VIEWS[algorithm]:
+        geometry = CArm(alpha_deg=alpha, beta_deg=beta, width=48, height=48, pixel_spacing_mm=4.0).geometry()
+        relative = _compare(body, matrix, (140, 150, 150), geometry, algorithm)
+        assert relative.max() < 1e-3, (alpha, beta, relative.max())
+
+
+def test_siddon_error_on_grid_parallel_rays_is_bounded():
+    """The nearest-voxel model's first-order error, pinned so a regression shows."""
+    matrix = np.diag([0.8, 0.8, 1.0, 1.0])
+    matrix[:3, 3] = [-60.0, -60.0, -70.0]
+    body = GradedQuadric.cylinder(center=(0.4, -0.3, 0.2), axis=(0.2, 0.1, 1.0), radius=40.0, half_length=55.0)
+    geometry = CArm(alpha_deg=90.0, beta_deg=0.0, width=48, height=48, pixel_spacing_mm=4.0).geometry()
+    relative = _compare(body, matrix, (140, 150, 150), geometry, "siddon")
+    assert np.median(relative) < 1e-3
+    assert relative.max() < 6e-3
+
+
+def test_siddon_is_exact_for_voxel_constant_volumes():
+    """On a random piecewise-constant volume the kernel equals an all-planes Siddon reference."""
+    rng = np.random.default_rng(3)
+    shape = (12, 14, 16)
+    matrix = oblique_matrix(spacing=(2.0, 1.5, 2.5), angles_deg=(5, 15, -30), origin=(-10, -12, -8))
+    density = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+    labels = rng.integers(0, 3, shape).astype(np.uint8)
+    materials = MaterialVolume(density, labels, MATERIALS, matrix)
+    geometry = CArm(alpha_deg=30, beta_deg=10, isocenter_ras=(2, 3, 1), width=9, height=7,
+                    pixel_spacing_mm=6.0).geometry()
+    projection = project(materials, geometry, algorithm="siddon")
+    for row in range(7):
+        for col in range(9):
+            index, lengths = exact_voxel_path(geometry.source, geometry.pixel_center(col, row),
+                                              np.linalg.inv(matrix), shape)
+            i, j, k = index.T
+            for m in range(3):
+                chosen = labels[k, j, i] == m
+                expected = float((density[k, j, i][chosen] * lengths[chosen]).sum()) * 0.1
+                assert projection.line_integrals[m, row, col] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_projection_matrix_predicts_where_the_projector_draws_a_bead():
+    """P (geometry) and the rays the kernel casts agree on where a small bead lands."""
+    rng = np.random.default_rng(11)
+    matrix = oblique_matrix(spacing=(0.8, 0.8, 1.0), angles_deg=(0, 0, 10), origin=(-40, -40, -40))
+    shape = (80, 100, 100)
+    for _ in range(3):
+        bead_index = rng.uniform([30, 30, 25], [70, 70, 55])
+        bead = (matrix @ np.append(bead_index, 1.0))[:3]
+        body = GradedQuadric.ellipsoid(bead, (4.0, 4.0, 4.0))
+        geometry = CArm(alpha_deg=rng.uniform(-40, 40), beta_deg=rng.uniform(-30, 30), width=200, height=160,
+                        pixel_spacing_mm=1.0, isocenter_ras=(0, 0, 0)).geometry()
+        density = body.sample(shape, matrix)
+        image = project(_materials(density, matrix), geometry).line_integrals[1]
+        rows, cols = np.indices(image.shape)
+        centroid = np.array([(cols * image).sum(), (rows * image).sum()]) / image.sum()
+        # the sampled bead's own centre of mass, so voxel aliasing does not enter the comparison
+        k, j, i = np.indices(shape)
+        centre_of_mass = (np.stack([i, j, k, np.ones_like(i)], -1).reshape(-1, 4).T @ density.ravel()) / density.sum()
+        uv, depth = geometry.project((matrix @ centre_of_mass)[:3][None])
+        assert depth[0] > 0
+        assert np.allclose(centroid, uv[0], atol=0.05), (centroid, uv[0])
+
+
+def test_source_inside_volume_is_an_error():
+    matrix = np.diag([1.0, 1.0, 1.0, 1.0])
+    matrix[:3, 3] = -50
+    geometry = CArm(sod_mm=20.0, sid_mm=100.0, width=8, height=8).geometry()
+    with pytest.raises(InputError, match="inside the CT volume"):
+        project(_materials(np.zeros((100, 100, 100)), matrix), geometry)
+
+
+def test_rays_beyond_the_detector_are_not_integrated():
+    """Material behind the detector plane does not attenuate."""
+    matrix = np.diag([1.0, 1.0, 1.0, 1.0])
+    matrix[:3, 3] = -50
+    geometry = DetectorGeometry(source=(0, -500, 0), detector_origin=(-2, 0, 2), u=(1, 0, 0), v=(0, 0, -1),
+                                width=5, height=5)
+    line = project(_materials(np.full((100, 100, 100), 1.25), matrix), geometry).line_integrals[1]
+    # the central ray enters at the voxel face y=-50.5 and stops at the detector, y=0
+    assert line[2, 2] == pytest.approx(1.25 * 50.5 * 0.1, rel=1e-5)

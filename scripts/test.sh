@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up from nothing (first run) and run the whole test suite through CTest.
+#
+#   bash scripts/test.sh              # all layers: engine, mrml, gpu
+#   bash scripts/test.sh -L engine    # extra arguments go to ctest
+#
+# Needs python3 >= 3.10 (or PYTHON=/path/to/python) and, on the first run,
+# network access for pip. Exits non-zero when any test fails.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/_venv.sh
+source scripts/_venv.sh
+deepdrr_setup_venv test
+
+# CMake >= 3.20 for "ctest --test-dir"; take it from pip when the system has none.
+cmake_recent_enough() {
+  "$1" -P /dev/stdin >/dev/null 2>&1 <<'CM'
+if(CMAKE_VERSION VERSION_LESS 3.20)
+  message(FATAL_ERROR "too old")
+endif()
+CM
+}
+venv_bin="$(dirname "$VENV_PY")"
+if command -v cmake >/dev/null 2>&1 && command -v ctest >/dev/null 2>&1 && cmake_recent_enough cmake; then
+  CMAKE=cmake
+  CTEST=ctest
+else
+  if ! [ -x "$venv_bin/cmake" ] || ! cmake_recent_enough "$venv_bin/cmake"; then
+    echo "==> installing cmake into the venv (pip install cmake)"
+    "$VENV_PY" -m pip install --quiet "cmake>=3.20"
+  fi
+  CMAKE="$venv_bin/cmake"
+  CTEST="$venv_bin/ctest"
+fi
+
+"$CMAKE" -S . -B build -DPython3_EXECUTABLE="$PWD/$VENV_PY" >/dev/null
+"$CTEST" --test-dir build --output-on-failure --no-tests=error "$@"
