@@ -11,14 +11,18 @@ These are semi-automatic developer placements, not expert annotations:
   rim, found by casting rays from a seed inside each head (the head and the
   acetabular surface are concentric, so either rim gives the same centre);
   rays that meet metal (the left hip has a screw) or find no rim are dropped,
-  and outliers are trimmed;
+  outliers are trimmed, and the median over seven nearby seeds is kept. The
+  fitted radius (about 28 mm) is that of the acetabular subchondral shell, not
+  of the head; at 3 mm voxels expect about one voxel of error;
 * pubic symphysis (superior point): the highest bone voxel in a thin midline
   strip in front of the bladder, at the bottom of the pelvis;
 * anterior superior iliac spines: the most anterior bone voxel of each ilium
   above the acetabulum;
-* sacral promontory and L5 body centre: points read off the mid-sagittal slab by
-  the developer (seed voxels below), the promontory then snapped to the anterior
-  cortex of S1 along the anterior-posterior line.
+* sacral promontory and L5 body centre: read off a mid-sagittal slab by the
+  developer (the constants below); the promontory is then snapped along the
+  anterior-posterior line to the last bone sample of S1, and the L5 centre is
+  the mean of the body's four endplate corners. Both lie on the midline
+  halfway between the femoral-head centres.
 
 The seeds are voxel indices (i, j, k) of the sample CT, chosen by looking at
 axial, coronal and mid-sagittal slices. Usage::
@@ -47,11 +51,12 @@ METAL_HU = 1800.0
 
 # Seeds (voxel index i, j, k) picked on slices of the sample CT. In that file the
 # index axes run toward patient right (i), anterior (j) and superior (k).
-SEED_RIGHT_FEMORAL_HEAD = (87, 44, 14)
-SEED_LEFT_FEMORAL_HEAD = (33, 43, 14)
-# Mid-sagittal slab (i = 59..63): anterior-superior corner of S1 and the centre
-# of the L5 body (mean of its four endplate corners, which are listed).
-SEED_PROMONTORY = (61, 42, 41)
+SEED_RIGHT_FEMORAL_HEAD = (86, 44, 12)
+SEED_LEFT_FEMORAL_HEAD = (34, 43, 13)
+# Read off a 5-voxel mid-sagittal slab: the anterior end of the S1 superior
+# endplate (j, k), and the four corners (j, k) of the L5 body (posterior-superior,
+# anterior-superior, posterior-inferior, anterior-inferior); the L5/S1 disc is thin.
+SEED_PROMONTORY_JK = (40, 38)
 L5_ENDPLATE_CORNERS_JK = [(38, 55), (49, 50), (35, 48), (44, 42)]
 
 PROVENANCE = ("Semi-automatic, by a developer-written script tools/place_pelvis_landmarks.py "
@@ -96,34 +101,58 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     return center, radius
 
 
-def femoral_head_centre(ct: Ct, seed_ijk, r_min_mm=12.0, r_max_mm=34.0, iterations=4):
-    """Sphere fit (mm, index-aligned frame) to the cortical rim seen from inside the head."""
-    centre_mm = np.asarray(seed_ijk, dtype=np.float64) * ct.spacing
-    radii = np.arange(r_min_mm, r_max_mm + 1e-9, 0.5)
-    directions = fibonacci_directions(600)
+def _sphere_from_seed(ct: Ct, metal: np.ndarray, seed_mm: np.ndarray, radii: np.ndarray,
+                     directions: np.ndarray, iterations: int):
+    centre_mm = seed_mm
     for _ in range(iterations):
         rims = []
         for direction in directions:
-            samples_mm = centre_mm + radii[:, None] * direction
-            profile = ct.sample(samples_mm / ct.spacing)
-            if profile.max() >= METAL_HU or profile.max() < BONE_HU + 150:
-                continue  # metal screw/streak, or no cortical rim on this ray
-            rims.append(samples_mm[int(np.argmax(profile))])
+            samples = (centre_mm + radii[:, None] * direction) / ct.spacing
+            if ndimage.map_coordinates(metal, samples[:, ::-1].T, order=0, mode="nearest").any():
+                continue  # the ray touches the metal screw or its halo
+            profile = ct.sample(samples)
+            if profile.max() < BONE_HU + 200:
+                continue  # no cortical rim on this ray
+            rims.append(centre_mm + radii[int(np.argmax(profile))] * direction)
         rims = np.array(rims)
         keep = np.ones(len(rims), dtype=bool)
-        for _ in range(5):  # trim outliers (rays along the neck, into the pelvis)
+        for _ in range(8):  # trim outliers (rays along the neck, into the pelvis)
             centre_fit, radius = fit_sphere(rims[keep])
             residual = np.abs(np.linalg.norm(rims - centre_fit, axis=1) - radius)
-            scale = 1.4826 * np.median(residual[keep]) + 0.5
-            keep = residual < 2.5 * scale
+            keep = residual < 2.5 * (1.4826 * np.median(residual[keep]) + 0.5)
         centre_mm = centre_fit
-    rms = float(np.sqrt(np.mean(residual[keep] ** 2)))
-    return centre_mm / ct.spacing, radius, int(keep.sum()), len(directions), rms
+    return centre_mm, radius, int(keep.sum())
+
+
+def femoral_head_centre(ct: Ct, seed_ijk, r_min_mm=15.0, r_max_mm=32.0, iterations=3):
+    """Centre (continuous voxel index) of the sphere fitted to the cortical rim around a head.
+
+    From a point inside the head, rays find the brightest sample between r_min and
+    r_max: the subchondral cortex of the head or of the acetabulum, which are
+    concentric. A trimmed least-squares sphere is fitted to those points and the fit
+    is repeated from its own centre. To be independent of the exact seed, this is
+    done from the seed and from six seeds 1.5 voxels away, and the median centre is
+    kept; the spread is returned as a check.
+    """
+    metal = ndimage.binary_dilation(ct.hu >= METAL_HU, iterations=2).astype(np.uint8)
+    radii = np.arange(r_min_mm, r_max_mm + 1e-9, 0.5)
+    directions = fibonacci_directions(1000)
+    offsets = np.vstack([np.zeros(3), 1.5 * np.eye(3), -1.5 * np.eye(3)])
+    centres, radii_fit = [], []
+    for offset in offsets:
+        seed_mm = (np.asarray(seed_ijk, dtype=np.float64) + offset) * ct.spacing
+        centre_mm, radius, _ = _sphere_from_seed(ct, metal, seed_mm, radii, directions, iterations)
+        centres.append(centre_mm / ct.spacing)
+        radii_fit.append(radius)
+    centres = np.array(centres)
+    centre = np.median(centres, axis=0)
+    spread_mm = float(np.max(np.linalg.norm((centres - centre) * ct.spacing, axis=1)))
+    return centre, float(np.median(radii_fit)), spread_mm
 
 
 def bone_mask(ct: Ct) -> np.ndarray:
-    mask = (ct.hu > BONE_HU) & (ct.hu < METAL_HU)
-    return ndimage.binary_opening(mask, iterations=1) | (mask & ndimage.binary_erosion(mask))
+    """Bone voxels (not metal), opened once to drop isolated specks such as calcifications."""
+    return ndimage.binary_opening((ct.hu > BONE_HU) & (ct.hu < METAL_HU), iterations=1)
 
 
 def symphysis_superior(ct: Ct, bone: np.ndarray, mid_i: float, head_k: float) -> np.ndarray:
@@ -157,15 +186,14 @@ def anterior_superior_iliac_spine(ct: Ct, bone: np.ndarray, mid_i: float, head_k
     return np.array([is_[pick].mean(), float(front), ks[pick].mean()])
 
 
-def promontory(ct: Ct, seed_ijk) -> np.ndarray:
-    """Snap the seed to the anterior cortex of S1 along j in a 5-voxel mid-sagittal slab."""
-    i, j, k = seed_ijk
-    slab = ct.hu[k, :, i - 2:i + 3].mean(axis=1)
-    j_edge = j
-    for jj in range(j - 3, j + 6):
-        if slab[jj] > BONE_HU * 0.75:
-            j_edge = jj
-    return np.array([float(i), float(j_edge), float(k)])
+def promontory(ct: Ct, mid_i: float) -> np.ndarray:
+    """Anterior end of the S1 superior endplate, at the level read off the mid-sagittal
+    slab, snapped along j to the last bone sample (> 150 HU) of that slab row."""
+    j_seed, k = SEED_PROMONTORY_JK
+    i0 = int(round(mid_i))
+    row = ct.hu[k, :, i0 - 2:i0 + 3].mean(axis=1)
+    j_edge = max(jj for jj in range(j_seed - 3, j_seed + 4) if row[jj] > 150.0)
+    return np.array([mid_i, float(j_edge), float(k)])
 
 
 def l5_centre(mid_i: float) -> np.ndarray:
@@ -174,28 +202,28 @@ def l5_centre(mid_i: float) -> np.ndarray:
 
 
 def place(ct: Ct) -> list[dict]:
-    right, r_radius, r_rays, n_rays, r_rms = femoral_head_centre(ct, SEED_RIGHT_FEMORAL_HEAD)
-    left, l_radius, l_rays, _, l_rms = femoral_head_centre(ct, SEED_LEFT_FEMORAL_HEAD)
-    print(f"right femoral head: ijk {np.round(right, 2)}, radius {r_radius:.1f} mm, "
-          f"{r_rays}/{n_rays} rays, rms {r_rms:.2f} mm")
-    print(f"left femoral head:  ijk {np.round(left, 2)}, radius {l_radius:.1f} mm, "
-          f"{l_rays}/{n_rays} rays, rms {l_rms:.2f} mm")
+    right, r_radius, r_spread = femoral_head_centre(ct, SEED_RIGHT_FEMORAL_HEAD)
+    left, l_radius, l_spread = femoral_head_centre(ct, SEED_LEFT_FEMORAL_HEAD)
+    print(f"right femoral head: ijk {np.round(right, 2)}, rim sphere radius {r_radius:.1f} mm, "
+          f"seed-to-seed spread {r_spread:.1f} mm")
+    print(f"left femoral head:  ijk {np.round(left, 2)}, rim sphere radius {l_radius:.1f} mm, "
+          f"seed-to-seed spread {l_spread:.1f} mm")
     mid_i = 0.5 * (right[0] + left[0])
     head_k = 0.5 * (right[2] + left[2])
     bone = bone_mask(ct)
     points = [
         ("R femoral head centre", right,
-         f"sphere fit to the cortical rim, radius {r_radius:.1f} mm"),
+         "sphere fit to the head/acetabulum cortical rim"),
         ("L femoral head centre", left,
-         f"sphere fit to the cortical rim avoiding the metal screw, radius {l_radius:.1f} mm"),
+         "sphere fit to the head/acetabulum cortical rim, rays through the metal screw dropped"),
         ("Pubic symphysis (superior)", symphysis_superior(ct, bone, mid_i, head_k),
          "highest bone voxel of the midline strip in front of the bladder"),
         ("R ASIS", anterior_superior_iliac_spine(ct, bone, mid_i, head_k, "right"),
          "most anterior bone voxel of the right ilium above the acetabulum"),
         ("L ASIS", anterior_superior_iliac_spine(ct, bone, mid_i, head_k, "left"),
          "most anterior bone voxel of the left ilium above the acetabulum"),
-        ("Sacral promontory", promontory(ct, SEED_PROMONTORY),
-         "picked on the mid-sagittal slab, snapped to the anterior cortex of S1"),
+        ("Sacral promontory", promontory(ct, mid_i),
+         "anterior end of the S1 superior endplate, read off the mid-sagittal slab and snapped to the anterior bone edge"),
         ("L5 body centre", l5_centre(mid_i),
          "mean of the four L5 endplate corners picked on the mid-sagittal slab"),
     ]

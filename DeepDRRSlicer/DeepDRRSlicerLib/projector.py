@@ -85,7 +85,7 @@ def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_mo
     height, width = geometry.shape
     line_integrals = np.zeros((len(materials.names), height, width), dtype=np.float32)
     if primary_model is not None:
-        mu, weights = primary_model.mu, primary_model.weights
+        mu, weights = primary_model.mu * projector_cpu.LOG2E, primary_model.weights
         primary = np.zeros((height, width), dtype=np.float32)
     else:
         mu, weights = np.zeros((len(materials.names), 0)), np.zeros(0)

