@@ -14,8 +14,9 @@ ct="Resources/SampleData/pelvis_ct_3mm.nii.gz"
 landmarks="Resources/SampleData/pelvis_ct_3mm_landmarks.mrk.json"
 out="out/demo"
 
-# TODO(lead): keep these option names in step with DeepDRRSlicerLib/cli.py.
-args=(simulate --ct "$ct" --out "$out")
+# AP view centred on the landmarks; SOD 800 mm (patient near the detector) fits the whole pelvis
+# on the 30 cm detector. Trilinear interpolation hides the 3 mm voxel grid of this CT.
+args=(simulate --ct "$ct" --out "$out" --sod 800 --algorithm trilinear)
 if [ -f "$landmarks" ]; then
   args+=(--landmarks "$landmarks")
 fi

@@ -8,6 +8,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError, SimulationCancelled
 from .geometry import DETECTOR_SIDE_MM, CArm, DetectorGeometry, DEFAULT_SID_MM, DEFAULT_SOD_MM
 
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     pose.add_argument("--sid", type=float, help=f"source-to-detector distance in mm (default {DEFAULT_SID_MM:g})")
     pose.add_argument("--sod", type=float, help=f"source-to-isocentre distance in mm (default {DEFAULT_SOD_MM:g})")
     pose.add_argument("--isocenter", type=float, nargs=3, metavar=("R", "A", "S"),
-                      help="isocentre in RAS mm (default: centre of the CT)")
+                      help="isocentre in RAS mm (default: centroid of the landmarks if given, else centre of the CT)")
     pose.add_argument("--size", type=int, nargs=2, metavar=("W", "H"),
                       help="detector pixels (default 512 512; ignored with --geometry)")
     pose.add_argument("--pixel-spacing", type=float, metavar="MM",
@@ -73,7 +75,7 @@ def parse_filtration(text: str) -> dict:
     return filtration
 
 
-def _geometry(args, volume) -> DetectorGeometry:
+def _geometry(args, volume, landmarks) -> DetectorGeometry:
     carm_options = [args.alpha, args.beta, args.sid, args.sod, args.isocenter]
     if args.geometry is not None:
         if any(option is not None for option in carm_options):
@@ -85,7 +87,12 @@ def _geometry(args, volume) -> DetectorGeometry:
         raise InputError(f"Detector size {width} x {height} pixels has zero size.",
                          "Give --size W H with both at least 1 (e.g. --size 512 512).")
     spacing = args.pixel_spacing if args.pixel_spacing is not None else DETECTOR_SIDE_MM / max(width, height)
-    isocenter = tuple(args.isocenter) if args.isocenter else tuple(volume.center_ras())
+    if args.isocenter:
+        isocenter = tuple(args.isocenter)
+    elif landmarks:
+        isocenter = tuple(np.mean([landmark.position_ras for landmark in landmarks], axis=0))
+    else:
+        isocenter = tuple(volume.center_ras())
     return CArm(alpha_deg=args.alpha or 0.0, beta_deg=args.beta or 0.0,
                 sid_mm=args.sid if args.sid is not None else DEFAULT_SID_MM,
                 sod_mm=args.sod if args.sod is not None else DEFAULT_SOD_MM,
@@ -138,7 +145,7 @@ def simulate_command(args) -> int:
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         landmarks = load_landmarks(landmarks_path) if landmarks_path is not None else None
-        geometry = _geometry(args, volume)
+        geometry = _geometry(args, volume, landmarks)
         settings = SimulationSettings(kvp=args.kvp, filtration=parse_filtration(args.filtration), mode=args.mode,
                                       materials=args.materials, device=args.device, algorithm=args.algorithm)
         progress.step("materials", 10)

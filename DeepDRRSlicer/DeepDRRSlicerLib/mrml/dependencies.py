@@ -194,20 +194,21 @@ def install(slicer_module, confirm=None, requirements=None) -> bool:
     plan = plan_installation(slicer_module, requirements)
     if plan.method == "none":
         return True
-    constraints = numpy_constraints_file()
-    if plan.method == "pip_ensure":
-        try:
-            _pip_ensure(slicer_module)(list(plan.requirements), constraints=str(constraints) if constraints else None,
-                                       requester=REQUESTER)
-        except RuntimeError:  # the user declined
-            return False
-    else:
-        if confirm is not None and not confirm(plan.describe() + "\n\nInstall them now?"):
-            return False
-        arguments = list(plan.requirements)  # a list: no shell quoting of the constraints path
-        if constraints is not None:
-            arguments += ["-c", str(constraints)]
-        slicer_module.util.pip_install(arguments)
+    if plan.method == "pip_install" and confirm is not None and not confirm(plan.describe() + "\n\nInstall them now?"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="deepdrr-pip-") as folder:
+        constraints = numpy_constraints_file(folder)
+        if plan.method == "pip_ensure":
+            try:  # pip_ensure asks the user itself
+                _pip_ensure(slicer_module)(list(plan.requirements),
+                                           constraints=str(constraints) if constraints else None, requester=REQUESTER)
+            except RuntimeError:  # the user declined
+                return False
+        else:
+            arguments = list(plan.requirements)  # a list: no shell quoting of the constraints path
+            if constraints is not None:
+                arguments += ["-c", str(constraints)]
+            slicer_module.util.pip_install(arguments)
     metadata_cache_clear()
     return not missing_requirements(requirements)
 

@@ -51,8 +51,9 @@ from .carm_transform import (
 )
 from .landmark_nodes import find_projected_node, landmarks_from_node, update_projected_landmarks_node
 from .output_nodes import find_stage_node, update_stage_node
-from .scene_utils import first_node_with_attributes, node_label
+from .scene_utils import first_node_with_attributes
 from .scheduler import ImmediateScheduler
+from .stages import KNOWN_STAGES
 from .volume_nodes import check_ct_node, ijk_to_world_matrix, volume_from_node, voxel_modified_time
 
 __all__ = [
@@ -60,23 +61,6 @@ __all__ = [
     "SimulationOutput",
     "DeepDRRLogic",
 ]
-
-#: Stage names the module knows how to show, in selector order. The engine
-#: decides which it computes (see ``SimulationResult.stages``): today
-#: "primary" (or "line_integral" in line-integral mode) and one
-#: "line_integral_<material>" per material; scatter, total, noisy and final
-#: are the later stages of the pipeline.
-KNOWN_STAGES = (
-    "primary",
-    "scatter",
-    "total",
-    "noisy",
-    "final",
-    "line_integral",
-    "line_integral_air",
-    "line_integral_soft_tissue",
-    "line_integral_bone",
-)
 
 _LOG = logging.getLogger(__name__)
 
@@ -253,11 +237,12 @@ class DeepDRRLogic:
     def set_carm_angles(self, transform_node, alpha_deg: float, beta_deg: float) -> bool:
         """Point the C-arm at (alpha, beta) about its current isocentre. Returns whether it moved.
 
-        Any roll given by the handles is dropped (the sliders set roll-free poses).
+        Nothing happens when the transform already points that way (so a roll given by
+        the handles survives); otherwise the new pose is roll-free, as the sliders set it.
         """
         pose = pose_of(transform_node)
-        alpha, beta, roll = angles_from_pose(pose)
-        if abs(_angle_difference(alpha, alpha_deg)) < 1e-6 and abs(beta - beta_deg) < 1e-6 and abs(roll) < 1e-6:
+        alpha, beta, _roll = angles_from_pose(pose)
+        if abs(_angle_difference(alpha, alpha_deg)) < 1e-6 and abs(beta - beta_deg) < 1e-6:
             return False
         self._set_pose(transform_node, pose_from_angles(alpha_deg, beta_deg, pose[:3, 3]), notify=False)
         return True
@@ -338,7 +323,8 @@ class DeepDRRLogic:
             models = update_carm_models(self.scene, transform, sid, sod, *detector_mm,
                                         view_node_ids=layout.three_d_view_node_ids(self.scene) or None)
         output = self._write_outputs(ctNode, result, geometry, chosen, display, landmarksNode, transform,
-                                     models, preview=False, window_level=True, show=show, fit=True)
+                                     models, preview=False, window_level=True, show=show, fit=True,
+                                     switch_layout=show)
         output.seconds = time.perf_counter() - started
         if live:
             self.start_live(ctNode, transform, setup, settings=settings, landmarksNode=landmarksNode,
@@ -371,14 +357,15 @@ class DeepDRRLogic:
         return stages[0]
 
     def _write_outputs(self, ct_node, result, geometry, stages, display_stage, landmarks_node, transform,
-                       models, *, preview, window_level, show, fit) -> SimulationOutput:
+                       models, *, preview, window_level, show, fit, switch_layout=False) -> SimulationOutput:
         nodes = {}
         for stage in stages:
             nodes[stage] = update_stage_node(self.scene, ct_node, stage, result.stages[stage], geometry,
                                              window_level=window_level)
         projected_node = None
         if show:
-            layout.show_layout(self.scene)
+            if switch_layout:  # only on request: a live render must not undo the user's choice of layout
+                layout.show_layout(self.scene)
             layout.show_in_fluoro_view(self.scene, nodes[display_stage], geometry, fit=fit)
         if landmarks_node is not None and result.landmarks is not None:
             projected_node = update_projected_landmarks_node(
@@ -398,6 +385,13 @@ class DeepDRRLogic:
         """Whether a live session is watching a C-arm transform."""
         return self._live is not None
 
+    def live_nodes(self) -> tuple:
+        """(CT node, C-arm transform node, landmarks node) of the live session, or (None, None, None)."""
+        session = self._live
+        if session is None:
+            return (None, None, None)
+        return (session.ct_node, session.transform_node, session.landmarks_node)
+
     def start_live(self, ctNode, transformNode, setup: CArmSetup | None = None, *,
                    settings: SimulationSettings | None = None, landmarksNode=None, stages=None,
                    display_stage: str | None = None, enabled: bool = True, _output=None) -> None:
@@ -406,6 +400,8 @@ class DeepDRRLogic:
         if transformNode is None:
             raise InputError("No C-arm transform to follow.", "Pick or create the C-arm transform, then simulate.")
         self.stop_live()
+        if isinstance(stages, str):
+            stages = (stages,)
         session = _LiveSession(ct_node=ctNode, transform_node=transformNode, setup=setup or CArmSetup(),
                                settings=settings or self.settings, landmarks_node=landmarksNode,
                                stages=tuple(stages) if stages is not None else None,

@@ -20,6 +20,7 @@ import slicer
 
 from ..geometry import DetectorGeometry
 from .scene_utils import first_node_with_attributes, nodes_by_class, vtk_matrix_from_array
+from .stages import stage_title
 
 __all__ = [
     "STAGE_ATTRIBUTE",
@@ -35,25 +36,6 @@ __all__ = [
 STAGE_ATTRIBUTE = "DeepDRR.Stage"
 #: Attribute holding the ID of the CT volume node an output node was simulated from.
 CT_ATTRIBUTE = "DeepDRR.CTNodeID"
-
-_STAGE_TITLES = {
-    "primary": "primary (I/I0)",
-    "line_integral": "line integral (g/cm2)",
-    "scatter": "scatter",
-    "total": "total",
-    "noisy": "noisy",
-    "final": "final",
-}
-
-
-def stage_title(stage: str) -> str:
-    """Human-readable stage name used in node names."""
-    if stage in _STAGE_TITLES:
-        return _STAGE_TITLES[stage]
-    if stage.startswith("line_integral_"):
-        return f"{stage[len('line_integral_'):].replace('_', ' ')} line integral (g/cm2)"
-    return stage.replace("_", " ")
-
 
 def find_stage_node(scene, ct_node_id: str, stage: str):
     """The output node of ``stage`` simulated from the CT node ``ct_node_id``, or None."""

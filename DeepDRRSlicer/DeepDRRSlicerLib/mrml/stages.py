@@ -1,0 +1,43 @@
+"""Names of the simulation stages the module can show (standard library only).
+
+The engine decides which stages it computes (``SimulationResult.stages``):
+today "primary" (or "line_integral" in line-integral mode) and one
+"line_integral_<material>" per material. Scatter, total, noisy and final are
+the later stages of the pipeline; the module lists them so that they appear
+in the stage selector as soon as the engine produces them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["KNOWN_STAGES", "stage_title"]
+
+#: Stage names in selector order. The Slicer module's ``FluoroStage`` enum mirrors this (a test checks it).
+KNOWN_STAGES = (
+    "primary",
+    "scatter",
+    "total",
+    "noisy",
+    "final",
+    "line_integral",
+    "line_integral_air",
+    "line_integral_soft_tissue",
+    "line_integral_bone",
+)
+
+_TITLES = {
+    "primary": "primary (I/I0)",
+    "scatter": "scatter",
+    "total": "total (primary + scatter)",
+    "noisy": "noisy",
+    "final": "final",
+    "line_integral": "line integral, all materials (g/cm2)",
+}
+
+
+def stage_title(stage: str) -> str:
+    """Human-readable name of a stage, used in node names and in the stage selector."""
+    if stage in _TITLES:
+        return _TITLES[stage]
+    if stage.startswith("line_integral_"):
+        return f"line integral, {stage[len('line_integral_'):].replace('_', ' ')} (g/cm2)"
+    return stage.replace("_", " ")
