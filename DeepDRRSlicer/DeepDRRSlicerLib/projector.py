@@ -52,13 +52,23 @@ def check_source_outside(materials: MaterialVolume, geometry: DetectorGeometry) 
                          "Move the source out of the patient: increase SOD (--sod) or move the isocentre.")
 
 
+def numba_status() -> tuple[bool, str]:
+    """Whether the compiled CPU kernels can run, and why not."""
+    try:
+        import numba  # noqa: F401
+    except ImportError as error:
+        return False, f"numba is not installed ({error}); using the slower pure-numpy trilinear projector"
+    return True, ""
+
+
 def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_model: "PrimaryModel | None" = None,
             device: str = "auto", algorithm: str = "siddon", step_mm: float | None = None,
-            progress=None, rows_per_chunk: int | None = None) -> Projection:
+            progress=None, rows_per_chunk: int | None = None, cpu_kernel: str = "auto") -> Projection:
     """Cast one ray per pixel centre from the source through the materials.
 
     ``progress(fraction)`` is called between row blocks; raise
-    SimulationCancelled from it to stop.
+    SimulationCancelled from it to stop. ``cpu_kernel`` is ``auto`` (numba when
+    importable), ``numba`` or ``numpy`` (the fallback, trilinear only).
     """
     if device not in DEVICES:
         raise InputError(f"Unknown device {device!r}.", "Use --device auto or --device cpu.")
@@ -72,16 +82,40 @@ def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_mo
         available, why = cuda_status()
         if not available:
             notes.append(why)
+    use_numba = cpu_kernel == "numba"
+    if cpu_kernel == "auto":
+        use_numba, why = numba_status()
+        if not use_numba:
+            notes.append(why)
+    if step_mm is None:
+        step_mm = float(np.min(np.linalg.norm(materials.ijk_to_ras[:3, :3], axis=0)))
     start = time.perf_counter()
-    from . import projector_cpu
+    if use_numba:
+        line_integrals, primary = _project_numba(materials, geometry, primary_model, algorithm, step_mm,
+                                                 progress, rows_per_chunk)
+        backend = "cpu"
+    else:
+        if algorithm != "trilinear":
+            notes.append(f"the numpy fallback has no {algorithm} kernel; used trilinear")
+            algorithm = "trilinear"
+        line_integrals, primary = _project_numpy(materials, geometry, primary_model, step_mm, progress)
+        backend = "cpu-numpy"
+    return Projection(line_integrals=line_integrals, material_names=tuple(materials.names), primary=primary,
+                      backend=backend, algorithm=algorithm, seconds=time.perf_counter() - start, notes=notes)
 
+
+def _ray_frame(materials: MaterialVolume, geometry: DetectorGeometry):
+    """Source, pixel (0, 0) and pixel steps in continuous voxel-index coordinates."""
     ras_to_ijk = np.linalg.inv(materials.ijk_to_ras)
     linear, offset = ras_to_ijk[:3, :3], ras_to_ijk[:3, 3]
-    source_ijk = linear @ geometry.source + offset
-    origin_ijk = linear @ geometry.detector_origin + offset
-    u_ijk = linear @ geometry.u
-    v_ijk = linear @ geometry.v
+    return (linear @ geometry.source + offset, linear @ geometry.detector_origin + offset,
+            linear @ geometry.u, linear @ geometry.v)
 
+
+def _project_numba(materials, geometry, primary_model, algorithm, step_mm, progress, rows_per_chunk):
+    from . import projector_cpu
+
+    source_ijk, origin_ijk, u_ijk, v_ijk = _ray_frame(materials, geometry)
     height, width = geometry.shape
     line_integrals = np.zeros((len(materials.names), height, width), dtype=np.float32)
     if primary_model is not None:
@@ -90,9 +124,6 @@ def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_mo
     else:
         mu, weights = np.zeros((len(materials.names), 0)), np.zeros(0)
         primary = np.zeros((1, 1), dtype=np.float32)
-
-    if step_mm is None:
-        step_mm = float(np.min(np.linalg.norm(materials.ijk_to_ras[:3, :3], axis=0)))
     chunk = rows_per_chunk or max(8, height // 16)
     for row_start in range(0, height, chunk):
         row_stop = min(height, row_start + chunk)
@@ -104,9 +135,34 @@ def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_mo
             projector_cpu.trilinear_rows(materials.density, materials.labels, *rays, float(step_mm))
         if progress is not None:
             progress(row_stop / height)
-    return Projection(line_integrals=line_integrals, material_names=tuple(materials.names),
-                      primary=primary if primary_model is not None else None, backend="cpu",
-                      algorithm=algorithm, seconds=time.perf_counter() - start, notes=notes)
+    return line_integrals, (primary if primary_model is not None else None)
 
 
-__all__ = ["Projection", "project", "cuda_status", "check_source_outside", "SimulationCancelled"]
+def _project_numpy(materials, geometry, primary_model, step_mm, progress):
+    from . import projector_numpy
+
+    source_ijk, origin_ijk, u_ijk, v_ijk = _ray_frame(materials, geometry)
+    height, width = geometry.shape
+    density = np.ascontiguousarray(materials.density, dtype=np.float64)
+    labels = np.ascontiguousarray(materials.labels)
+    line_integrals = np.zeros((len(materials.names), height, width), dtype=np.float32)
+    columns = np.arange(width, dtype=np.float64)
+    chunk = max(1, height // 16)
+    for row_start in range(0, height, chunk):
+        rows = np.arange(row_start, min(height, row_start + chunk), dtype=np.float64)
+        r, c = np.meshgrid(rows, columns, indexing="ij")
+        ends_ijk = origin_ijk + c.ravel()[:, None] * u_ijk + r.ravel()[:, None] * v_ijk
+        ends_ras = geometry.detector_origin + c.ravel()[:, None] * geometry.u + r.ravel()[:, None] * geometry.v
+        lengths = np.linalg.norm(ends_ras - geometry.source, axis=1)
+        values = projector_numpy.trilinear_rays(density, labels, len(materials.names), source_ijk, ends_ijk,
+                                                lengths, step_mm)
+        line_integrals[:, row_start:row_start + len(rows), :] = values.T.reshape(-1, len(rows), width)
+        if progress is not None:
+            progress((row_start + len(rows)) / height)
+    primary = None
+    if primary_model is not None:
+        primary = primary_model.transmission(line_integrals).astype(np.float32)
+    return line_integrals, primary
+
+
+__all__ = ["Projection", "project", "cuda_status", "numba_status", "check_source_outside", "SimulationCancelled"]

@@ -8,8 +8,10 @@ photons per mAs per mm^2 at 1 m per bin. SpekPy is not needed at run time.
 
 ``tube_spectrum(kvp, filtration)`` interpolates linearly between the two
 neighbouring tabulated tube potentials and applies the *added* filtration
-(on top of the inherent 0.7 mm Al) as exp(-mu/rho(E) rho t) with xraydb
-attenuation data.
+(on top of the inherent 0.7 mm Al) as exp(-mu/rho(E) rho t). The filters'
+mu/rho and densities come from :mod:`.attenuation`, which answers the integer
+bin centres from its shipped table of xraydb (Elam) values, so neither this
+module nor a simulation imports xraydb.
 """
 
 from __future__ import annotations
@@ -184,7 +186,8 @@ class Spectrum:
     def half_value_layer_mm(self, element: str = "Al") -> float:
         """First half-value layer (mm of ``element`` or a material name):
         the added thickness that halves the air kerma (air mu_en/rho from
-        NIST, filter mu/rho from xraydb), found by bisection."""
+        NIST, filter mu/rho from xraydb's Elam data via attenuation.py), found
+        by bisection."""
         mat = attenuation.get_material(element)
         mu_lin = attenuation.mass_attenuation(element, self.energies_keV) * mat.density / 10.0  # 1/mm
         weights = self.fluence * self.energies_keV * attenuation.air_mass_energy_absorption(self.energies_keV)

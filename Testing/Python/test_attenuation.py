@@ -212,3 +212,148 @@ def _child_env():
     pkg_parent = str(Path(DeepDRRSlicerLib.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+# --------------------------------------------------------------------------
+# The shipped element table (Resources/Physics/mass_attenuation_elements.npz)
+# and the paths that answer without xraydb.
+# --------------------------------------------------------------------------
+from DeepDRRSlicerLib.attenuation import AttenuationDataUnavailable, element_table_info  # noqa: E402
+from DeepDRRSlicerLib.resources import resource_path  # noqa: E402
+
+REQUIRED_ELEMENTS = ("H Be C N O Na Mg Al Si P S Cl Ar K Ca Ti Fe Cu Zn Mo Sn I Ba Gd W Pt Au Pb").split()
+GRID = np.arange(1.0, 151.0)
+BUILTIN = tuple(entry[0] for entry in attenuation._BUILTIN)  # not the test-registered ones
+
+
+def _table():
+    return attenuation._element_table()
+
+
+def _xraydb_mixture(material, energies_keV):
+    """mu/rho straight from xraydb by the mixture rule, same summation order as the engine."""
+    import xraydb
+
+    e_ev = np.asarray(energies_keV, dtype=np.float64) * 1000.0
+    mu = np.zeros(e_ev.shape)
+    for symbol, w in get_material(material).fractions:
+        mu += w * np.asarray(xraydb.mu_elam(symbol, e_ev, kind="total"))
+    return mu
+
+
+@pytest.fixture
+def without_xraydb(monkeypatch):
+    """Make `import xraydb` fail, as in a stock 3D Slicer, with empty caches."""
+    attenuation._clear_caches()
+    monkeypatch.setitem(sys.modules, "xraydb", None)
+    yield
+    attenuation._clear_caches()  # don't leave table-interpolated values behind
+
+
+def test_element_table_content_and_size():
+    path = resource_path("Physics", "mass_attenuation_elements.npz")
+    assert path.stat().st_size < 200_000
+    info = element_table_info()
+    assert set(REQUIRED_ELEMENTS) <= set(info["elements"])
+    for name in BUILTIN:  # every built-in material is fully tabulated
+        assert set(get_material(name).composition) <= set(info["elements"]), name
+    assert info["energy_range_keV"] == (1.0, 150.0)
+    assert info["xraydb_version"] and "generate_attenuation_table.py" in info["command"]
+    assert "cm^2/g" in info["units"] and "total" in info["units"]
+    with np.load(path, allow_pickle=False) as z:
+        assert z["mu_rho"].dtype == np.float64
+        np.testing.assert_array_equal(z["energies_keV"], GRID)
+    table = _table()
+    assert table.mu.shape == (len(info["elements"]), GRID.size)
+    i_k = table.edges["I"][0]
+    assert np.any(np.abs(i_k - 33.17) < 0.01)  # the iodine K edge is a break point
+
+
+def test_element_table_equals_xraydb_on_the_grid():
+    xraydb = pytest.importorskip("xraydb", reason="xraydb is needed to check the table against its source")
+    table = _table()
+    if table.meta["xraydb_version"] != xraydb.__version__:
+        pytest.skip(f"table made with xraydb {table.meta['xraydb_version']}, installed {xraydb.__version__}")
+    for symbol in table.symbols:
+        expected = xraydb.mu_elam(symbol, GRID * 1000.0, kind="total")
+        np.testing.assert_allclose(table.mu[table.row[symbol]], expected, rtol=1e-12, atol=0, err_msg=symbol)
+        assert table.density[symbol] == pytest.approx(xraydb.atomic_density(symbol), rel=1e-12)
+        edge_e, below, above = table.edges[symbol]
+        if edge_e.size:
+            e_ev = edge_e * 1000.0
+            np.testing.assert_allclose(below, xraydb.mu_elam(symbol, e_ev * (1 - 1e-9)), rtol=1e-12)
+            np.testing.assert_allclose(above, xraydb.mu_elam(symbol, e_ev * (1 + 1e-9)), rtol=1e-12)
+
+
+def test_on_grid_materials_equal_xraydb():
+    pytest.importorskip("xraydb")
+    energies = np.arange(15.0, 91.0)
+    for name in BUILTIN:
+        np.testing.assert_allclose(mass_attenuation(name, energies), _xraydb_mixture(name, energies),
+                                   rtol=1e-12, atol=0, err_msg=name)
+
+
+def test_without_xraydb_on_the_grid(without_xraydb):
+    with pytest.raises(ImportError):
+        import xraydb  # noqa: F401
+    bone = mass_attenuation("bone", np.arange(15, 91))
+    table = _table()
+    expected = sum(w * table.mu[table.row[s], 14:90] for s, w in get_material("bone").fractions)
+    np.testing.assert_allclose(bone, expected, rtol=1e-14)
+    assert get_material("Pb").density == pytest.approx(11.34, rel=0.01)  # element density from the table
+    assert float(mass_attenuation("bone", 100)) == pytest.approx(0.1855, rel=NIST_TOLERANCE)
+    # 1e-9 keV off an integer still counts as on the grid
+    np.testing.assert_array_equal(mass_attenuation("water", [60.0 + 5e-10]), mass_attenuation("water", [60.0]))
+
+
+def test_without_xraydb_agrees_with_xraydb(monkeypatch):
+    xraydb = pytest.importorskip("xraydb")
+    energies = np.arange(15, 91)
+    expected = _xraydb_mixture("bone", energies)
+    # Off the grid: iodine across its K edge (33.17 keV), and tissues at 0.37 keV past each integer.
+    i_e = np.array([33.0, 33.1, 33.16, 33.18, 33.5, 34.0])
+    i_expected = xraydb.mu_elam("I", i_e * 1000.0, kind="total")
+    off = np.arange(10, 150) + 0.37
+    off_expected = {name: _xraydb_mixture(name, off) for name in BUILTIN}
+    el_expected = {s: xraydb.mu_elam(s, off * 1000.0, kind="total") for s in _table().symbols}
+
+    attenuation._clear_caches()
+    monkeypatch.setitem(sys.modules, "xraydb", None)
+    try:
+        np.testing.assert_allclose(mass_attenuation("bone", energies), expected, rtol=1e-12)
+        iodine = mass_attenuation("I", i_e)
+        # Log-log between grid points with the edge as a break point: measured error 2e-6 here.
+        np.testing.assert_allclose(iodine, i_expected, rtol=1e-4)
+        assert iodine[3] / iodine[2] > 4.0  # the K-edge jump is kept
+        # 10-150 keV: elements within 0.3 %, built-in materials within 0.2 %
+        # (Resources/Physics/README.md has the full error table).
+        for symbol, ref in el_expected.items():
+            np.testing.assert_allclose(mass_attenuation(symbol, off), ref, rtol=3e-3, err_msg=symbol)
+        for name, ref in off_expected.items():
+            np.testing.assert_allclose(mass_attenuation(name, off), ref, rtol=2e-3, err_msg=name)
+    finally:
+        attenuation._clear_caches()
+
+
+@pytest.mark.parametrize("request_,match", [
+    (("water", [0.5]), "outside 1-150 keV"),
+    (("bone", [200.0]), "outside 1-150 keV"),
+    (("Tc", [60.0]), "Tc"),         # not tabulated: its density already needs xraydb
+])
+def test_without_xraydb_impossible_requests_say_so(without_xraydb, request_, match):
+    with pytest.raises(AttenuationDataUnavailable, match=match) as info:
+        mass_attenuation(*request_)
+    assert "pip install xraydb" in str(info.value)
+
+
+def test_without_xraydb_untabulated_element_and_formula(without_xraydb):
+    register_material("test_technetium_mix", {"Tc": 0.5, "O": 0.5}, 2.0, overwrite=True)
+    try:
+        with pytest.raises(AttenuationDataUnavailable, match="Tc is not in the attenuation table") as info:
+            mass_attenuation("test_technetium_mix", [60.0])
+        assert "pip install xraydb" in str(info.value)
+    finally:
+        with attenuation._lock:
+            attenuation._MATERIALS.pop("test_technetium_mix", None)
+    with pytest.raises(AttenuationDataUnavailable, match="pip install xraydb"):
+        register_material("test_formula_no_xraydb", "CaCO3", 2.7)
