@@ -10,7 +10,6 @@ ctk, so it loads even before the engine's dependencies are installed.
 """
 
 import enum
-import logging
 import os
 import time
 from typing import Annotated, Optional

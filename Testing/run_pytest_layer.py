@@ -1,6 +1,10 @@
 """Run one layer of the test suite with pytest, for CTest.
 
-Usage:  python Testing/run_pytest_layer.py FOLDER [pytest options...]
+Usage:  python Testing/run_pytest_layer.py [--required] FOLDER [pytest options...]
+
+With --required (the engine and MRML layers), a layer that runs nothing is a
+failure, not a skip: its dependencies (e.g. the slicer-core wheel) are part of
+the test install, so silently skipping it would hide a broken setup.
 
 Exit status:
   0    tests ran and passed
@@ -35,11 +39,23 @@ class _Tally:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
+    arguments = argv[1:]
+    required = bool(arguments) and arguments[0] == "--required"
+    if required:
+        arguments = arguments[1:]
+    if not arguments:
         print(__doc__, file=sys.stderr)
         return 2
-    folder = Path(argv[1])
-    extra = argv[2:]
+    folder = Path(arguments[0])
+    extra = arguments[1:]
+    status = _run(folder, extra)
+    if status == SKIPPED and required:
+        print(f"[run_pytest_layer] {folder}: this layer is required but ran no test (failed).")
+        return 1
+    return status
+
+
+def _run(folder: Path, extra: list[str]) -> int:
     if not folder.is_dir():
         print(f"[run_pytest_layer] {folder}: folder not present; nothing to run (skipped).")
         return SKIPPED

@@ -120,6 +120,7 @@ def main(argv=None) -> int:
         update_s.append(time.perf_counter() - t0)
         assert node.GetMTime() > before, "the output node was not updated"
     assert logic.stats["decompositions"] == 1
+    shape = tuple(int(x) for x in slicer.util.arrayFromVolume(node).shape[1:])  # of the timed renders
 
     # 3. the engine alone on the same poses.
     simulator = logic.simulator_for(ct_node, logic.settings)
@@ -157,7 +158,6 @@ def main(argv=None) -> int:
         threads = numba.get_num_threads()
     except ImportError:
         pass
-    shape = tuple(int(x) for x in slicer.util.arrayFromVolume(node).shape[1:])
     report = {
         "ct": str(ct_path.relative_to(REPO) if ct_path.is_relative_to(REPO) else ct_path.name),
         "ct_voxels_kji": list(logic.volume_for(ct_node).hu.shape),

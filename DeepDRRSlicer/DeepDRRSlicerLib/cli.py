@@ -126,7 +126,7 @@ class _Progress:
 
 def simulate_command(args) -> int:
     from .landmarks import load_landmarks
-    from .output import write_result
+    from .output import prepare_output_folder, write_result
     from .pipeline import SimulationSettings, Simulator
     from .resources import sample_ct_path, sample_landmarks_path
     from .volume import load_volume
@@ -138,6 +138,7 @@ def simulate_command(args) -> int:
         landmarks_path = args.landmarks
         if args.ct is None and landmarks_path is None:
             landmarks_path = sample_landmarks_path()
+        prepare_output_folder(args.out)  # fail early on an unusable --out
         progress.step("reading CT", 2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -170,6 +171,8 @@ def simulate_command(args) -> int:
           f"writing {time.perf_counter() - write_start:.2f} s{visible})")
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

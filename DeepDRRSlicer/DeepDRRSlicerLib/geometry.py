@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +38,9 @@ DETECTOR_SIDE_MM = NATIVE_DETECTOR_PIXELS * NATIVE_PIXEL_SPACING_MM
 
 # The AP frame (alpha = beta = 0), in RAS: the beam travels posterior -> anterior,
 # columns run toward the patient's left, rows run toward the feet.
-_AP_BEAM_DIRECTION = np.array([0.0, 1.0, 0.0])
-_AP_COLUMN_DIRECTION = np.array([-1.0, 0.0, 0.0])
-_AP_ROW_DIRECTION = np.array([0.0, 0.0, -1.0])
+AP_BEAM_DIRECTION = np.array([0.0, 1.0, 0.0])
+AP_COLUMN_DIRECTION = np.array([-1.0, 0.0, 0.0])
+AP_ROW_DIRECTION = np.array([0.0, 0.0, -1.0])
 
 
 def _vector3(value, name: str) -> np.ndarray:
@@ -58,13 +58,21 @@ def _vector3(value, name: str) -> np.ndarray:
     return array
 
 
+MAX_DETECTOR_PIXELS = 16384
+
+
 def _pixel_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or value != int(value):
+    whole = (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) or (
+        isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(value))
+    if not whole:
         raise InputError(f"Detector {name} must be a whole number of pixels, got {value!r}.",
                          f"Give the detector {name} as a positive integer.")
     if int(value) < 1:
         raise InputError(f"Detector {name} is {value} pixels: the detector has zero size.",
                          f"Give a detector {name} of at least 1 pixel (e.g. --size 512 512).")
+    if int(value) > MAX_DETECTOR_PIXELS:
+        raise InputError(f"Detector {name} of {int(value)} pixels is larger than the {MAX_DETECTOR_PIXELS} supported.",
+                         "Use fewer, larger pixels (the native panel is 1536 x 1536).")
     return int(value)
 
 
@@ -212,7 +220,7 @@ class DetectorGeometry:
         missing = [k for k in ("source", "detector_origin", "u", "v", "width", "height") if k not in data]
         if missing:
             raise InputError(f"Geometry is missing field(s): {', '.join(missing)}.",
-                             "Add them; see the README section 'Geometry JSON'.")
+                             "Add them; see the README section 'Geometry interchange (JSON)'.")
         system = str(data.get("coordinate_system", "RAS")).upper()
         if system not in ("RAS", "LPS"):
             raise InputError(f"Geometry coordinate_system '{system}' is not supported.",
@@ -310,7 +318,7 @@ class CArm:
     def from_pose(cls, pose, **detector) -> "CArm":
         """Angles and isocentre of a rigid 4x4 pose (any roll about the beam is dropped)."""
         pose = np.asarray(pose, dtype=np.float64)
-        beam = pose[:3, :3] @ _AP_BEAM_DIRECTION
+        beam = pose[:3, :3] @ AP_BEAM_DIRECTION
         beam = beam / np.linalg.norm(beam)
         beta = math.degrees(math.asin(max(-1.0, min(1.0, beam[2]))))
         alpha = math.degrees(math.atan2(-beam[0], beam[1]))
@@ -331,12 +339,26 @@ def geometry_from_pose(pose, sid_mm: float, sod_mm: float, width: int, height: i
         raise InputError("C-arm pose is not rigid (it scales or shears).",
                          "Use a pure rotation + translation; disable scaling on the transform handles.")
     isocenter = pose[:3, 3]
-    beam = rotation @ _AP_BEAM_DIRECTION
-    u = rotation @ _AP_COLUMN_DIRECTION * pixel_spacing_mm
-    v = rotation @ _AP_ROW_DIRECTION * pixel_spacing_mm
+    beam = rotation @ AP_BEAM_DIRECTION
+    u = rotation @ AP_COLUMN_DIRECTION * pixel_spacing_mm
+    v = rotation @ AP_ROW_DIRECTION * pixel_spacing_mm
     source = isocenter - sod_mm * beam
     center = isocenter + (sid_mm - sod_mm) * beam
     width = _pixel_count(width, "width")
     height = _pixel_count(height, "height")
     origin = center - 0.5 * (width - 1) * u - 0.5 * (height - 1) * v
     return DetectorGeometry(source, origin, u, v, width, height)
+
+
+def carm_frame_outline(sid_mm: float, sod_mm: float, width_mm: float, height_mm: float):
+    """Source and the detector's four outer corners in the C-arm frame (isocentre at the origin, AP axes).
+
+    Corners run (row 0, col 0), (row 0, last col), (last row, last col), (last row, col 0).
+    """
+    source = -sod_mm * AP_BEAM_DIRECTION
+    center = (sid_mm - sod_mm) * AP_BEAM_DIRECTION
+    half_u = 0.5 * width_mm * AP_COLUMN_DIRECTION
+    half_v = 0.5 * height_mm * AP_ROW_DIRECTION
+    corners = np.array([center - half_u - half_v, center + half_u - half_v,
+                        center + half_u + half_v, center - half_u + half_v])
+    return source, corners

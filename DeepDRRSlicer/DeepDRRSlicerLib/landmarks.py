@@ -483,6 +483,9 @@ _NOTE = (255, 120, 120)
 
 
 def _to_8bit(image: np.ndarray) -> np.ndarray:
+    """Window a float image to 8 bits; an 8-bit image is taken as already windowed."""
+    if image.dtype == np.uint8:
+        return image
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         return np.zeros(image.shape, dtype=np.uint8)

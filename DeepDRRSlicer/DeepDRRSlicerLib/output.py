@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .pipeline import SimulationResult
 
 
@@ -46,12 +47,31 @@ def versions() -> dict:
     return found
 
 
+# Files a run may write; stale ones from an earlier run into the same folder are removed first.
+_OUTPUT_PATTERNS = ("primary.npy", "primary.png", "line_integral*.npy", "line_integral*.png", "landmarks.csv",
+                    "landmarks.json", "overlay.png", "geometry.json", "summary.json")
+
+
+def prepare_output_folder(out_dir) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"Output path {out} exists and is not a folder.", "Give --out a folder (new or existing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"Cannot create the output folder {out}: {error.strerror or error}.",
+                         "Give --out a folder you can write to.") from None
+    for pattern in _OUTPUT_PATTERNS:
+        for stale in out.glob(pattern):
+            stale.unlink()
+    return out
+
+
 def write_result(result: SimulationResult, out_dir, parameters: dict | None = None) -> list[Path]:
     """Write every stage and the metadata; returns the files written."""
     from .landmarks import draw_overlay, write_landmarks_csv, write_landmarks_json
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(out_dir)
     written = []
     for stage, image in result.stages.items():
         np.save(out / f"{stage}.npy", np.ascontiguousarray(image, dtype=np.float32))
@@ -63,7 +83,7 @@ def write_result(result: SimulationResult, out_dir, parameters: dict | None = No
         main_stage = "primary" if "primary" in result.stages else "line_integral"
         write_landmarks_csv(result.landmarks, out / "landmarks.csv")
         write_landmarks_json(result.landmarks, result.geometry, out / "landmarks.json")
-        draw_overlay(display_image(main_stage, result.stages[main_stage]).astype(np.float32), result.landmarks,
+        draw_overlay(display_image(main_stage, result.stages[main_stage]), result.landmarks,
                      out / "overlay.png", title=main_stage)
         written += [out / "landmarks.csv", out / "landmarks.json", out / "overlay.png"]
     summary = result.summary()

@@ -60,6 +60,7 @@ class SimulationResult:
     backend: str
     notes: list
     settings: SimulationSettings
+    warnings: list = field(default_factory=list)
     spectrum_summary: dict | None = None
 
     def summary(self) -> dict:
@@ -71,6 +72,7 @@ class SimulationResult:
             "timings_s": {k: round(v, 6) for k, v in self.timings.items()},
             "backend": self.backend,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "spectrum": self.spectrum_summary,
             "landmarks_visible": None if self.landmarks is None else int(sum(p.visible for p in self.landmarks)),
         }
@@ -105,6 +107,10 @@ class Simulator:
         projection = project(self.materials, geometry, primary_model=self.primary_model,
                              device=self.settings.device, algorithm=self.settings.algorithm, progress=progress)
         timings["projector"] = projection.seconds
+        warnings = []
+        if not np.any(projection.line_integrals):
+            warnings.append("no ray crosses the CT: the image is blank. Check the isocentre and angles "
+                            "(the isocentre should lie inside the patient).")
         stages = {}
         if projection.primary is not None:
             stages["primary"] = projection.primary
@@ -119,7 +125,7 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=list(projection.notes), settings=self.settings,
+                                notes=list(projection.notes), settings=self.settings, warnings=warnings,
                                 spectrum_summary=self.spectrum_summary)
 
 
@@ -130,8 +136,13 @@ def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSet
 
 
 def _spectrum(settings: SimulationSettings):
+    from .attenuation import AttenuationDataUnavailable
+
     try:
         return tube_spectrum(settings.kvp, settings.filtration)
+    except AttenuationDataUnavailable as error:
+        raise InputError(f"Cannot build the tube spectrum: {error}",
+                         "Install xraydb (pip install xraydb) for filters outside the bundled table.") from None
     except ValueError as error:
         raise InputError(f"Cannot build the tube spectrum: {error}",
                          "Use --kvp in 40-150 and filters such as --filtration Al=2.5,Cu=0.1.") from None

@@ -16,6 +16,7 @@ import numpy as np
 from .errors import InputError, SimulationCancelled
 from .geometry import DetectorGeometry
 from .materials import MaterialVolume
+from .volume import point_in_voxel_box
 
 if TYPE_CHECKING:
     from .primary import PrimaryModel
@@ -45,9 +46,7 @@ def cuda_status() -> tuple[bool, str]:
 
 
 def check_source_outside(materials: MaterialVolume, geometry: DetectorGeometry) -> None:
-    ijk = np.linalg.inv(materials.ijk_to_ras) @ np.append(geometry.source, 1.0)
-    k, j, i = materials.density.shape
-    if np.all(ijk[:3] > -0.5) and np.all(ijk[:3] < np.array([i, j, k]) - 0.5):
+    if point_in_voxel_box(geometry.source, materials.ijk_to_ras, materials.density.shape):
         raise InputError(f"The X-ray source {np.round(geometry.source, 1).tolist()} (RAS mm) lies inside the CT volume.",
                          "Move the source out of the patient: increase SOD (--sod) or move the isocentre.")
 

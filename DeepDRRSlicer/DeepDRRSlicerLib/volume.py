@@ -50,8 +50,7 @@ class Volume:
         return self.corners_ras().mean(axis=0)
 
     def contains_ras(self, point_ras) -> bool:
-        ijk = self.ras_to_ijk @ np.append(np.asarray(point_ras, dtype=np.float64), 1.0)
-        return bool(np.all(ijk[:3] >= -0.5) and np.all(ijk[:3] <= np.array(self.shape_ijk) - 0.5))
+        return point_in_voxel_box(point_ras, self.ijk_to_ras, self.hu.shape)
 
     @classmethod
     def from_array(cls, array, ijk_to_ras=None, *, spacing=None, origin=None, index_order: str = "kji",
@@ -84,6 +83,12 @@ class Volume:
         hu.setflags(write=False)
         matrix.setflags(write=False)
         return cls(hu=hu, ijk_to_ras=matrix)
+
+
+def point_in_voxel_box(point_ras, ijk_to_ras, shape_kji) -> bool:
+    """Whether a RAS point lies in the box bounded by the outer voxel faces (faces included)."""
+    ijk = np.linalg.inv(ijk_to_ras) @ np.append(np.asarray(point_ras, dtype=np.float64), 1.0)
+    return bool(np.all(ijk[:3] >= -0.5) and np.all(ijk[:3] <= np.array(shape_kji[::-1]) - 0.5))
 
 
 def _validate(hu: np.ndarray, matrix: np.ndarray, source: str) -> None:
@@ -131,6 +136,10 @@ def load_volume(path) -> Volume:
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
+        if "spacing" in str(error).lower():
+            raise InputError(f"Cannot read CT {path}: its header gives a zero or negative voxel spacing "
+                             f"({first_line.strip()}).",
+                             "Fix the voxel spacing in the file header (it must be > 0 along every axis).") from None
         raise InputError(f"Cannot read CT {path}: {first_line}",
                          "Give a NIfTI (.nii/.nii.gz), NRRD (.nrrd), MetaImage (.mha) file or a DICOM folder.") from None
     return volume_from_sitk(image, source=str(path))

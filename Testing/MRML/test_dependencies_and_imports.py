@@ -63,6 +63,30 @@ def test_declining_installs_nothing():
     assert asked and "surely-not-an-installed-package-xyz" in asked[0]
 
 
+def test_pip_ensure_gets_requirement_objects_and_the_numpy_pin():
+    """Slicer >= 5.11's pip_ensure reads .name/.marker of packaging Requirements; strings would crash it.
+
+    Slicer's real pip_ensure cannot run here, so a recorder stands in for that one function
+    (the ``slicer`` package itself stays the real slicer-core one)."""
+    import types
+
+    calls = []
+
+    def pip_ensure(requirements, constraints=None, requester=None):
+        calls.append((requirements, constraints and Path(constraints).read_text(), requester))
+
+    slicer_like = types.SimpleNamespace(__name__="slicer", pydeps=types.SimpleNamespace(pip_ensure=pip_ensure),
+                                        util=slicer.util)
+    missing = [dependencies.Requirement.parse("surely-not-an-installed-package-xyz>=1.2")]
+    assert dependencies.plan_installation(slicer_like, missing).method == "pip_ensure"
+    assert dependencies.install(slicer_like, requirements=missing) is False  # the recorder installs nothing
+    (requirements, constraints, requester), = calls
+    assert [(r.name, str(r.specifier), r.marker) for r in requirements] == [
+        ("surely-not-an-installed-package-xyz", ">=1.2", None)]
+    assert f"numpy=={metadata.version('numpy')}" in constraints.splitlines()
+    assert requester
+
+
 def test_numpy_is_pinned_during_installs(tmp_path):
     path = dependencies.numpy_constraints_file(tmp_path)
     assert f"numpy=={metadata.version('numpy')}" in path.read_text().splitlines()

@@ -61,7 +61,7 @@ def test_cli_geometry_summary_and_landmarks(demo_run):
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["label", "u", "v", "depth_mm", "visible"]
     assert len(rows) >= 3
-    # the bundled landmarks are inside the AP field of view and agree with P
+    # every bundled landmark is reported, with the values P gives
     from DeepDRRSlicerLib.landmarks import load_landmarks
 
     for landmark, row in zip(load_landmarks(sample_landmarks_path()), rows):
@@ -134,7 +134,10 @@ def test_bad_input_gives_clear_errors(tmp_path, capsys):
     _fails(capsys, ["--geometry", str(bad_geometry), "--alpha", "10", "--out", out], "together with C-arm options")
     bad_landmarks = tmp_path / "marks.csv"
     bad_landmarks.write_text("label,R,A,S\nhead,1,2\n")
-    _fails(capsys, ["--landmarks", str(bad_landmarks), "--out", out], "")
+    _fails(capsys, ["--landmarks", str(bad_landmarks), "--out", out], "line 2 has 3 columns, expected 4")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    _fails(capsys, ["--out", str(a_file)], "exists and is not a folder")
     assert not (tmp_path / "out" / "primary.npy").exists()
 
 
@@ -147,6 +150,32 @@ def test_nan_volume_and_flat_volume_are_refused(tmp_path, capsys):
     flat = tmp_path / "flat.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.int16)), str(flat))
     _fails(capsys, ["--ct", str(flat), "--out", str(tmp_path / "o")], "a CT volume needs 3")
+
+
+def test_zero_spacing_in_a_header_names_the_spacing(tmp_path, capsys):
+    header = ("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementSpacing = 0 3 3\n"
+              "ElementType = MET_SHORT\nElementDataFile = LOCAL\n")
+    path = tmp_path / "zero_spacing.mhd"
+    path.write_bytes(header.encode() + bytes(128))
+    err = _fails(capsys, ["--ct", str(path), "--out", str(tmp_path / "o")], "zero or negative voxel spacing")
+    assert "spacing in the file header" in err
+
+
+def test_a_beam_that_misses_the_ct_warns(tmp_path, capsys):
+    code = main(["simulate", "--isocenter", "10000", "0", "0", "--out", str(tmp_path), "--size", "16", "16",
+                 "--quiet"])
+    assert code == 0
+    assert "warning: no ray crosses the CT" in capsys.readouterr().err
+    assert json.loads((tmp_path / "summary.json").read_text())["warnings"]
+
+
+def test_rerun_into_the_same_folder_leaves_no_stale_stage(tmp_path):
+    assert main(["simulate", "--out", str(tmp_path), "--size", "16", "16", "--quiet"]) == 0
+    assert (tmp_path / "primary.npy").exists()
+    assert main(["simulate", "--out", str(tmp_path), "--size", "16", "16", "--mode", "line-integral",
+                 "--ct", str(sample_ct_path()), "--quiet"]) == 0
+    assert not (tmp_path / "primary.npy").exists() and not (tmp_path / "landmarks.csv").exists()
+    assert (tmp_path / "line_integral.npy").exists()
 
 
 def test_not_ct_warns_but_runs(tmp_path, capsys):

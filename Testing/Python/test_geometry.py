@@ -66,17 +66,19 @@ def test_lao_is_positive_alpha_and_cranial_is_positive_beta():
 
 
 def test_lateral_views_in_images():
-    """At LAO 90 the beam runs right -> left; at RAO 90 left -> right. Anterior is seen toward
-    the image side the column vector points to, and the head stays at the top."""
-    anterior_head = [(0.0, 50.0, 0.0), (0.0, 0.0, 50.0)]
-    for alpha in (90.0, -90.0):
+    """LAO 90: source on the patient's right, beam right -> left, and the C-arm's rotation carries the
+    image columns from 'toward the patient's left' (AP) to 'toward posterior', so anterior shows on the
+    image's left. RAO 90 mirrors it. The head stays at the top in both."""
+    for alpha, anterior_side in ((90.0, "left"), (-90.0, "right")):
         geometry = CArm(alpha_deg=alpha, width=128, height=128, pixel_spacing_mm=2.0).geometry()
         assert np.allclose(geometry.source / np.linalg.norm(geometry.source), [np.sign(alpha), 0, 0], atol=1e-9)
-        anterior = _blob_centre(_render_beads(anterior_head[:1], geometry))
-        head = _blob_centre(_render_beads(anterior_head[1:], geometry))
-        assert head[1] < 63.5 - 20
-        expected_side = np.sign(geometry.u @ [0, 1, 0])
-        assert np.sign(anterior[0] - 63.5) == expected_side
+        anterior = _blob_centre(_render_beads([(0.0, 50.0, 0.0)], geometry))
+        head = _blob_centre(_render_beads([(0.0, 0.0, 50.0)], geometry))
+        assert head[1] < 63.5 - 20 and abs(head[0] - 63.5) < 1
+        if anterior_side == "left":
+            assert anterior[0] < 63.5 - 20
+        else:
+            assert anterior[0] > 63.5 + 20
 
 
 def test_projection_matrix_maps_pixel_centres_and_rays():
@@ -149,6 +151,9 @@ def test_lps_geometry_is_converted():
     (lambda d: d.update(width=0), "zero size"),
     (lambda d: d.update(height=-3), "zero size"),
     (lambda d: d.update(width=2.5), "whole number"),
+    (lambda d: d.update(width=float("nan")), "whole number"),
+    (lambda d: d.update(height=float("inf")), "whole number"),
+    (lambda d: d.update(width=100000), "larger than"),
     (lambda d: d.update(u=[0, 0, 0]), "spacing is zero"),
     (lambda d: d.update(v=d["u"]), "parallel"),
     (lambda d: d["projection_matrix"][0].__setitem__(0, 123.0), "disagrees"),

@@ -123,8 +123,9 @@ def test_zero_spacing_in_a_file_header_is_refused(tmp_path):
               "endian: little\nencoding: raw\nspace origin: (0,0,0)\n\n")
     path = tmp_path / "zero_spacing.nrrd"
     path.write_bytes(header.encode() + raw.astype("<i2").tobytes())
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="spacing") as error:
         load_volume(path)
+    assert "spacing" in error.value.fix
 
 
 def test_missing_and_unreadable_files_are_refused(tmp_path):

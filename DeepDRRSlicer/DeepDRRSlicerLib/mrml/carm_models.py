@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import vtk
 
+from ..geometry import AP_COLUMN_DIRECTION, AP_ROW_DIRECTION, carm_frame_outline
 from .scene_utils import first_node_with_attributes
 
 __all__ = [
@@ -28,9 +29,6 @@ PART_ATTRIBUTE = "DeepDRR.CArmPart"
 TRANSFORM_ATTRIBUTE = "DeepDRR.CArmTransformID"
 PARTS = ("source", "detector", "beam")
 
-_BEAM = np.array([0.0, 1.0, 0.0])      # AP beam direction in the C-arm frame
-_COLUMNS = np.array([-1.0, 0.0, 0.0])  # along a detector row (u)
-_ROWS = np.array([0.0, 0.0, -1.0])     # down a detector column (v)
 
 _STYLE = {
     # part: (name suffix, colour, opacity)
@@ -42,11 +40,7 @@ _STYLE = {
 
 def detector_corners_carm_frame(sid_mm: float, sod_mm: float, width_mm: float, height_mm: float) -> np.ndarray:
     """(4, 3) detector corners in the C-arm frame: (row 0, col 0), (row 0, col last), (last, last), (last, 0)."""
-    center = (sid_mm - sod_mm) * _BEAM
-    half_u = 0.5 * width_mm * _COLUMNS
-    half_v = 0.5 * height_mm * _ROWS
-    return np.array([center - half_u - half_v, center + half_u - half_v,
-                     center + half_u + half_v, center - half_u + half_v])
+    return carm_frame_outline(sid_mm, sod_mm, width_mm, height_mm)[1]
 
 
 def _points(array) -> vtk.vtkPoints:
@@ -58,7 +52,7 @@ def _points(array) -> vtk.vtkPoints:
 
 def _source_polydata(sod_mm: float, radius_mm: float) -> vtk.vtkPolyData:
     sphere = vtk.vtkSphereSource()
-    sphere.SetCenter(*(-sod_mm * _BEAM))
+    sphere.SetCenter(*carm_frame_outline(0.0, sod_mm, 0.0, 0.0)[0])
     sphere.SetRadius(radius_mm)
     sphere.SetThetaResolution(24)
     sphere.SetPhiResolution(16)
@@ -69,7 +63,7 @@ def _source_polydata(sod_mm: float, radius_mm: float) -> vtk.vtkPolyData:
 def _detector_polydata(corners: np.ndarray, width_mm: float, height_mm: float) -> vtk.vtkPolyData:
     marker = 0.12 * min(width_mm, height_mm)
     top_left = corners[0]
-    triangle = [top_left, top_left + marker * _COLUMNS, top_left + marker * _ROWS]
+    triangle = [top_left, top_left + marker * AP_COLUMN_DIRECTION, top_left + marker * AP_ROW_DIRECTION]
     poly = vtk.vtkPolyData()
     poly.SetPoints(_points(np.vstack([corners, triangle])))
     lines = vtk.vtkCellArray()
@@ -101,8 +95,7 @@ def _beam_polydata(source: np.ndarray, corners: np.ndarray) -> vtk.vtkPolyData:
 
 def carm_polydata(sid_mm: float, sod_mm: float, width_mm: float, height_mm: float) -> dict:
     """The three parts as vtkPolyData in the C-arm frame: {"source", "detector", "beam"}."""
-    corners = detector_corners_carm_frame(sid_mm, sod_mm, width_mm, height_mm)
-    source = -sod_mm * _BEAM
+    source, corners = carm_frame_outline(sid_mm, sod_mm, width_mm, height_mm)
     return {
         "source": _source_polydata(sod_mm, radius_mm=max(5.0, 0.015 * sid_mm)),
         "detector": _detector_polydata(corners, width_mm, height_mm),

@@ -21,7 +21,8 @@ import numpy as np
 import vtk
 
 from ..errors import InputError
-from ..geometry import DETECTOR_SIDE_MM, DEFAULT_SID_MM, DEFAULT_SOD_MM, CArm, DetectorGeometry, geometry_from_pose
+from ..geometry import (AP_BEAM_DIRECTION, AP_COLUMN_DIRECTION, DETECTOR_SIDE_MM, DEFAULT_SID_MM, DEFAULT_SOD_MM, CArm,
+                        DetectorGeometry, geometry_from_pose)
 from .scene_utils import array_from_vtk_matrix, node_label, vtk_matrix_from_array
 from .volume_nodes import parent_to_world_matrix
 
@@ -164,9 +165,9 @@ def angles_from_pose(pose) -> tuple[float, float, float]:
     carm = CArm.from_pose(pose)
     rollfree = carm.pose_matrix()[:3, :3]
     # Both rotations send the AP beam (+A) to the same direction; compare where they send the columns' axis.
-    column_actual = pose[:3, :3] @ np.array([-1.0, 0.0, 0.0])
-    column_rollfree = rollfree @ np.array([-1.0, 0.0, 0.0])
-    beam = rollfree @ np.array([0.0, 1.0, 0.0])
+    column_actual = pose[:3, :3] @ AP_COLUMN_DIRECTION
+    column_rollfree = rollfree @ AP_COLUMN_DIRECTION
+    beam = rollfree @ AP_BEAM_DIRECTION
     roll = math.degrees(math.atan2(float(np.dot(np.cross(column_rollfree, column_actual), beam)),
                                    float(np.dot(column_rollfree, column_actual))))
     return float(carm.alpha_deg), float(carm.beta_deg), roll

@@ -199,8 +199,11 @@ def install(slicer_module, confirm=None, requirements=None) -> bool:
     with tempfile.TemporaryDirectory(prefix="deepdrr-pip-") as folder:
         constraints = numpy_constraints_file(folder)
         if plan.method == "pip_ensure":
+            # pip_ensure takes packaging Requirement objects, not strings (it reads .name and .marker)
+            from packaging.requirements import Requirement as PackagingRequirement
+
             try:  # pip_ensure asks the user itself
-                _pip_ensure(slicer_module)(list(plan.requirements),
+                _pip_ensure(slicer_module)([PackagingRequirement(text) for text in plan.requirements],
                                            constraints=str(constraints) if constraints else None, requester=REQUESTER)
             except RuntimeError:  # the user declined
                 return False
