@@ -15,17 +15,25 @@ from .pipeline import SimulationResult
 
 def display_image(stage: str, image: np.ndarray) -> np.ndarray:
     """8-bit preview. Detector-signal stages (I/I0) show dense matter dark, as a C-arm
-    monitor does; line integrals show more material brighter. Window: 0.5-99.5 percentile
-    of the pixels whose rays crossed the patient."""
+    monitor does; line integrals show more material brighter. Like a C-arm's automatic
+    window, the 1-99 percentile range is taken over the central 70 % of the field, from
+    the pixels whose rays crossed the patient."""
     image = np.asarray(image, dtype=np.float64)
     if stage.startswith("line_integral"):
         values = image
         in_body = values > 0.02 * values.max()
     else:
         values = np.log(np.clip(image, 1e-12, None))
-        in_body = image < 0.95  # rays that crossed the patient; unattenuated air would take the window
-    window_from = values[in_body] if in_body.sum() > 0.05 * values.size else values.ravel()
-    low, high = np.percentile(window_from, [0.5, 99.5])
+        in_body = image < 0.95  # unattenuated air would take the window
+    rows, cols = image.shape
+    central = np.zeros(image.shape, dtype=bool)
+    central[int(0.15 * rows):int(np.ceil(0.85 * rows)), int(0.15 * cols):int(np.ceil(0.85 * cols))] = True
+    window_from = values.ravel()
+    for region in (in_body & central, in_body):
+        if region.sum() > 0.05 * values.size:
+            window_from = values[region]
+            break
+    low, high = np.percentile(window_from, [1.0, 99.0])
     if high <= low:
         high = low + 1.0
     return (np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
