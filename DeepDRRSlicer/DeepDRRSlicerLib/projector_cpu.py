@@ -100,6 +100,20 @@ def pack_materials(density: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 @njit(inline="always")
+def _ray(r, c, source_ijk, origin_ijk, u_ijk, v_ijk, source_ras, origin_ras, u_ras, v_ras, ni, nj, nk):
+    """Ray to the centre of pixel (row r, column c): index-space direction (tau in [0, 1] spans
+    source -> pixel), its length in mm, and the tau interval inside the volume."""
+    e0 = origin_ijk[0] + c * u_ijk[0] + r * v_ijk[0] - source_ijk[0]
+    e1 = origin_ijk[1] + c * u_ijk[1] + r * v_ijk[1] - source_ijk[1]
+    e2 = origin_ijk[2] + c * u_ijk[2] + r * v_ijk[2] - source_ijk[2]
+    d0 = origin_ras[0] + c * u_ras[0] + r * v_ras[0] - source_ras[0]
+    d1 = origin_ras[1] + c * u_ras[1] + r * v_ras[1] - source_ras[1]
+    d2 = origin_ras[2] + c * u_ras[2] + r * v_ras[2] - source_ras[2]
+    t_in, t_out = _clip_to_box(source_ijk[0], source_ijk[1], source_ijk[2], e0, e1, e2, ni, nj, nk)
+    return e0, e1, e2, math.sqrt(d0 * d0 + d1 * d1 + d2 * d2), t_in, t_out
+
+
+@njit(inline="always")
 def _axis_walk(s, e, index, n, stride):
     """First crossing tau, tau increment, flat-index step and voxels left along one axis."""
     if e > 0.0:
@@ -121,16 +135,10 @@ def siddon_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
         acc = np.zeros(n_materials)
         exponent = np.empty(weights.shape[0])
         for c in range(width):
-            e0 = origin_ijk[0] + c * u_ijk[0] + r * v_ijk[0] - source_ijk[0]
-            e1 = origin_ijk[1] + c * u_ijk[1] + r * v_ijk[1] - source_ijk[1]
-            e2 = origin_ijk[2] + c * u_ijk[2] + r * v_ijk[2] - source_ijk[2]
-            d0 = origin_ras[0] + c * u_ras[0] + r * v_ras[0] - source_ras[0]
-            d1 = origin_ras[1] + c * u_ras[1] + r * v_ras[1] - source_ras[1]
-            d2 = origin_ras[2] + c * u_ras[2] + r * v_ras[2] - source_ras[2]
-            length_mm = math.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+            e0, e1, e2, length_mm, t_in, t_out = _ray(r, c, source_ijk, origin_ijk, u_ijk, v_ijk, source_ras,
+                                                      origin_ras, u_ras, v_ras, ni, nj, nk)
             for m in range(n_materials):
                 acc[m] = 0.0
-            t_in, t_out = _clip_to_box(source_ijk[0], source_ijk[1], source_ijk[2], e0, e1, e2, ni, nj, nk)
             if t_in < t_out:
                 # the voxel just inside the entry point avoids ties on the boundary
                 t_probe = t_in + 1e-9 * (t_out - t_in)
@@ -190,16 +198,10 @@ def trilinear_rows(density, labels, source_ijk, origin_ijk, u_ijk, v_ijk,
         acc = np.zeros(n_materials)
         exponent = np.empty(weights.shape[0])
         for c in range(width):
-            e0 = origin_ijk[0] + c * u_ijk[0] + r * v_ijk[0] - source_ijk[0]
-            e1 = origin_ijk[1] + c * u_ijk[1] + r * v_ijk[1] - source_ijk[1]
-            e2 = origin_ijk[2] + c * u_ijk[2] + r * v_ijk[2] - source_ijk[2]
-            d0 = origin_ras[0] + c * u_ras[0] + r * v_ras[0] - source_ras[0]
-            d1 = origin_ras[1] + c * u_ras[1] + r * v_ras[1] - source_ras[1]
-            d2 = origin_ras[2] + c * u_ras[2] + r * v_ras[2] - source_ras[2]
-            length_mm = math.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+            e0, e1, e2, length_mm, t_in, t_out = _ray(r, c, source_ijk, origin_ijk, u_ijk, v_ijk, source_ras,
+                                                      origin_ras, u_ras, v_ras, ni, nj, nk)
             for m in range(n_materials):
                 acc[m] = 0.0
-            t_in, t_out = _clip_to_box(source_ijk[0], source_ijk[1], source_ijk[2], e0, e1, e2, ni, nj, nk)
             if t_in < t_out:
                 span_mm = (t_out - t_in) * length_mm
                 n_steps = max(1, int(math.ceil(span_mm / step_mm)))
