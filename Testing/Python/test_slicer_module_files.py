@@ -181,7 +181,10 @@ def test_cmake_builds_the_module_with_generic_tests_and_registers_the_self_test(
     assert re.search(r"slicerMacroBuildScriptedModule\([^)]*WITH_GENERIC_TESTS", text, re.S)
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     text = text.replace("${MODULE_NAME}", "DeepDRRSlicer")
-    assert re.search(r"GLOB_RECURSE[^)]*DeepDRRSlicerLib/\*\.py", text, re.S), "the Lib (mrml/ included) is globbed"
+    scripts = re.search(r"set\(MODULE_PYTHON_SCRIPTS(.*?)\)", text, re.S).group(1).split()
+    lib = REPO / "DeepDRRSlicer" / "DeepDRRSlicerLib"
+    on_disk = {p.relative_to(lib.parent).as_posix() for p in lib.rglob("*.py") if "__pycache__" not in p.parts}
+    assert set(scripts) == on_disk | {"DeepDRRSlicer.py"}, "list every script of the module in its CMakeLists.txt"
     for resource in ("Resources/UI/DeepDRRSlicer.ui", "Resources/Icons/DeepDRRSlicer.png",
                      "Resources/requirements.txt"):
         assert resource in text, f"{resource} is not listed in DeepDRRSlicer/CMakeLists.txt"
