@@ -131,7 +131,7 @@ def _project_numba(materials, geometry, primary_model, algorithm, step_mm, progr
         if algorithm == "siddon":
             projector_cpu.siddon_rows(materials.packed_for_cpu(), *materials.density.shape, *rays)
         else:
-            projector_cpu.trilinear_rows(materials.density, materials.labels, *rays, float(step_mm))
+            projector_cpu.trilinear_rows(materials.packed_for_cpu(), *materials.density.shape, *rays, float(step_mm))
         if progress is not None:
             progress(row_stop / height)
     return line_integrals, (primary if primary_model is not None else None)

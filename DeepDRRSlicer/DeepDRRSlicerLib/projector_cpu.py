@@ -186,13 +186,15 @@ def siddon_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
 
 
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)
-def trilinear_rows(density, labels, source_ijk, origin_ijk, u_ijk, v_ijk,
+def trilinear_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
                    source_ras, origin_ras, u_ras, v_ras, row_start, row_stop,
                    mu_log2, weights, line_integrals, primary, step_mm):
-    """Midpoint-rule ray march; each sample splits its trilinear weights by the neighbours' labels."""
+    """Midpoint-rule ray march; each sample splits its trilinear weights by the neighbours' labels.
+
+    Reads the same packed (label, density) voxels as ``siddon_rows``.
+    """
     n_materials = line_integrals.shape[0]
     width = line_integrals.shape[2]
-    nk, nj, ni = density.shape
     want_primary = weights.shape[0] > 0
     for r in prange(row_start, row_stop):
         acc = np.zeros(n_materials)
@@ -226,16 +228,17 @@ def trilinear_rows(density, labels, source_ijk, origin_ijk, u_ijk, v_ijk,
                             jj = j0 + dj
                             if jj < 0 or jj >= nj:
                                 continue
-                            wy = fy if dj else 1.0 - fy
+                            wyz = (fy if dj else 1.0 - fy) * wz
+                            row_index = (kk * nj + jj) * ni
                             for di in range(2):
                                 ii = i0 + di
                                 if ii < 0 or ii >= ni:
                                     continue
-                                wx = fx if di else 1.0 - fx
-                                acc[labels[kk, jj, ii]] += wx * wy * wz * density[kk, jj, ii]
+                                value = packed[row_index + ii]
+                                acc[value >> LABEL_SHIFT] += (fx if di else 1.0 - fx) * wyz * (value & DENSITY_MASK)
                 for m in range(n_materials):
                     acc[m] *= dt
-            scale = length_mm * MM_TO_CM
+            scale = length_mm * MM_TO_CM * DENSITY_QUANTUM
             for m in range(n_materials):
                 acc[m] *= scale
                 line_integrals[m, r, c] = acc[m]
