@@ -15,11 +15,9 @@ deepdrr_setup_venv test
 
 # CMake >= 3.20 for "ctest --test-dir"; take it from pip when the system has none.
 cmake_recent_enough() {
-  "$1" -P /dev/stdin >/dev/null 2>&1 <<'CM'
-if(CMAKE_VERSION VERSION_LESS 3.20)
-  message(FATAL_ERROR "too old")
-endif()
-CM
+  local version
+  version="$("$1" --version 2>/dev/null | head -n 1 | awk '{print $3}')" || return 1
+  [ -n "$version" ] && [ "$(printf '%s\n3.20\n' "$version" | sort -V | head -n 1)" = "3.20" ]
 }
 venv_bin="$(dirname "$VENV_PY")"
 if command -v cmake >/dev/null 2>&1 && command -v ctest >/dev/null 2>&1 && cmake_recent_enough cmake; then
