@@ -59,18 +59,20 @@ def trilinear_rays(density, labels, n_materials, source_ijk, ends_ijk, lengths_m
         position = source_ijk[None, None, :] + t[..., None] * directions[rays[block], None, :]
         base = np.floor(position).astype(np.int64)
         fraction = position - base
+        # per axis: weights and in-volume masks of the lower (0) and upper (1) neighbour
+        weights = [(1.0 - fraction[..., a], fraction[..., a]) for a in range(3)]
+        inside = [((base[..., a] >= 0) & (base[..., a] < n), (base[..., a] >= -1) & (base[..., a] < n - 1))
+                  for a, n in enumerate((ni, nj, nk))]
+        flat_base = (base[..., 2] * nj + base[..., 1]) * ni + base[..., 0]
         ray_index = np.broadcast_to(np.arange(stop - start)[:, None], t.shape)
         accumulated = np.zeros((stop - start) * n_materials)
         for corner in range(8):
-            offset = np.array([corner & 1, (corner >> 1) & 1, (corner >> 2) & 1])
-            index = base + offset
-            weight = np.prod(np.where(offset.astype(bool), fraction, 1.0 - fraction), axis=-1)
-            inside = valid & np.all((index >= 0) & (index < np.array([ni, nj, nk])), axis=-1)
-            flat = (index[..., 2] * nj + index[..., 1]) * ni + index[..., 0]
-            flat = flat[inside]
-            slot = ray_index[inside] * n_materials + flat_labels[flat]
-            accumulated += np.bincount(slot, weights=weight[inside] * flat_density[flat],
-                                       minlength=accumulated.size)
+            di, dj, dk = corner & 1, (corner >> 1) & 1, (corner >> 2) & 1
+            use = valid & inside[0][di] & inside[1][dj] & inside[2][dk]
+            flat = flat_base[use] + (dk * nj + dj) * ni + di
+            weight = (weights[0][di] * weights[1][dj] * weights[2][dk])[use]
+            slot = ray_index[use] * n_materials + flat_labels[flat]
+            accumulated += np.bincount(slot, weights=weight * flat_density[flat], minlength=accumulated.size)
         scale = dt[block] * lengths_mm[rays[block]] * MM_TO_CM
         result[rays[block]] = accumulated.reshape(stop - start, n_materials) * scale[:, None]
     return result
