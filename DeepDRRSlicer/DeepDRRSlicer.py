@@ -266,9 +266,7 @@ class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def exit(self) -> None:
         # The live view keeps following the C-arm in other modules; only the GUI binding stops.
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._releaseParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -289,14 +287,35 @@ class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode: Optional[DeepDRRSlicerParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._releaseParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # Binds every widget of the .ui file that has a "SlicerParameterName" dynamic property.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._parameterNodeGuiTag = self._connectGui()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
+
+    def _connectGui(self):
+        """Bind every widget of the .ui file that has a "SlicerParameterName" dynamic property; returns the tag.
+
+        Same widgets as the wrapper's ``connectGui(self.ui)``, but that method returns None (it drops the
+        tag of ``connectParametersToGui``), so ``disconnectGui`` could never release a binding: the old
+        bindings would stay live after ``exit``/``enter`` and, when the new binding refills the stage
+        combo box, write its transient indices into the parameter node (resetting the stage).
+        """
+        widgets = {}
+        for widget in self.uiWidget.findChildren(qt.QWidget):
+            name = widget.property("SlicerParameterName")
+            if name:
+                widgets[str(name)] = widget
+        return self._parameterNode.connectParametersToGui(widgets)
+
+    def _releaseParameterNode(self) -> None:
+        """Undo ``setParameterNode``'s GUI binding and observation (the parameter node itself stays)."""
+        if self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+        if self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified):
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     # ---------------------------------------------------------------- reactions
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
