@@ -88,33 +88,34 @@ def _find_by_layout_name(scene, class_name: str):
     return None
 
 
-def fluoro_slice_node(scene, create: bool = True):
-    """The Fluoro view's slice node (made here if no layout manager made it yet)."""
-    node = _find_by_layout_name(scene, "vtkMRMLSliceNode")
+def _fluoro_node(scene, class_name: str, create: bool, configure=None):
+    """The Fluoro view's node of ``class_name``, made here (singleton, layout name Fluoro) if absent."""
+    node = _find_by_layout_name(scene, class_name)
     if node is None and create:
-        node = scene.CreateNodeByClass("vtkMRMLSliceNode")
-        node.SetName(FLUORO_VIEW_NAME)
+        node = scene.CreateNodeByClass(class_name)
         node.SetLayoutName(FLUORO_VIEW_NAME)
         node.SetSingletonTag(FLUORO_VIEW_NAME)
-        node.SetLayoutLabel(_VIEW_LABEL)
-        node.SetLayoutColor(*(int(_VIEW_COLOR[i:i + 2], 16) / 255.0 for i in (1, 3, 5)))
+        if configure is not None:
+            configure(node)
         scene.AddNode(node)
         node.UnRegister(None)  # CreateNodeByClass returned a reference we own; the scene holds one now
-        node = _find_by_layout_name(scene, "vtkMRMLSliceNode")
+        node = _find_by_layout_name(scene, class_name)
     return node
+
+
+def fluoro_slice_node(scene, create: bool = True):
+    """The Fluoro view's slice node (made here if no layout manager made it yet)."""
+    def configure(node):
+        node.SetName(FLUORO_VIEW_NAME)
+        node.SetLayoutLabel(_VIEW_LABEL)
+        node.SetLayoutColor(*(int(_VIEW_COLOR[i:i + 2], 16) / 255.0 for i in (1, 3, 5)))
+
+    return _fluoro_node(scene, "vtkMRMLSliceNode", create, configure)
 
 
 def fluoro_composite_node(scene, create: bool = True):
     """The Fluoro view's slice-composite node (which volume it shows)."""
-    node = _find_by_layout_name(scene, "vtkMRMLSliceCompositeNode")
-    if node is None and create:
-        node = scene.CreateNodeByClass("vtkMRMLSliceCompositeNode")
-        node.SetLayoutName(FLUORO_VIEW_NAME)
-        node.SetSingletonTag(FLUORO_VIEW_NAME)
-        scene.AddNode(node)
-        node.UnRegister(None)
-        node = _find_by_layout_name(scene, "vtkMRMLSliceCompositeNode")
-    return node
+    return _fluoro_node(scene, "vtkMRMLSliceCompositeNode", create)
 
 
 def three_d_view_node_ids(scene) -> list:
