@@ -140,24 +140,22 @@ def _project_numba(materials, geometry, primary_model, algorithm, step_mm, progr
 def _project_numpy(materials, geometry, primary_model, step_mm, progress):
     from . import projector_numpy
 
-    source_ijk, origin_ijk, u_ijk, v_ijk = _ray_frame(materials, geometry)
+    ras_to_ijk = np.linalg.inv(materials.ijk_to_ras)
+    source_ijk = ras_to_ijk[:3, :3] @ geometry.source + ras_to_ijk[:3, 3]
+    centers = geometry.pixel_centers()
     height, width = geometry.shape
-    density = np.ascontiguousarray(materials.density, dtype=np.float64)
-    labels = np.ascontiguousarray(materials.labels)
     line_integrals = np.zeros((len(materials.names), height, width), dtype=np.float32)
-    columns = np.arange(width, dtype=np.float64)
     chunk = max(1, height // 16)
     for row_start in range(0, height, chunk):
-        rows = np.arange(row_start, min(height, row_start + chunk), dtype=np.float64)
-        r, c = np.meshgrid(rows, columns, indexing="ij")
-        ends_ijk = origin_ijk + c.ravel()[:, None] * u_ijk + r.ravel()[:, None] * v_ijk
-        ends_ras = geometry.detector_origin + c.ravel()[:, None] * geometry.u + r.ravel()[:, None] * geometry.v
+        rows = slice(row_start, min(height, row_start + chunk))
+        ends_ras = centers[rows].reshape(-1, 3)
+        ends_ijk = ends_ras @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
         lengths = np.linalg.norm(ends_ras - geometry.source, axis=1)
-        values = projector_numpy.trilinear_rays(density, labels, len(materials.names), source_ijk, ends_ijk,
-                                                lengths, step_mm)
-        line_integrals[:, row_start:row_start + len(rows), :] = values.T.reshape(-1, len(rows), width)
+        values = projector_numpy.trilinear_rays(materials.density, materials.labels, len(materials.names),
+                                                source_ijk, ends_ijk, lengths, step_mm)
+        line_integrals[:, rows, :] = values.T.reshape(len(materials.names), -1, width)
         if progress is not None:
-            progress((row_start + len(rows)) / height)
+            progress(rows.stop / height)
     primary = None
     if primary_model is not None:
         primary = primary_model.transmission(line_integrals).astype(np.float32)
