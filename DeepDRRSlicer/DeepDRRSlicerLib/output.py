@@ -81,9 +81,10 @@ def write_result(result: SimulationResult, out_dir, parameters: dict | None = No
 
     out = prepare_output_folder(out_dir)
     written = []
+    previews = {stage: display_image(stage, image) for stage, image in result.stages.items()}
     for stage, image in result.stages.items():
         np.save(out / f"{stage}.npy", np.ascontiguousarray(image, dtype=np.float32))
-        save_png(out / f"{stage}.png", display_image(stage, image))
+        save_png(out / f"{stage}.png", previews[stage])
         written += [out / f"{stage}.npy", out / f"{stage}.png"]
     result.geometry.save(out / "geometry.json")
     written.append(out / "geometry.json")
@@ -91,7 +92,7 @@ def write_result(result: SimulationResult, out_dir, parameters: dict | None = No
         main_stage = "primary" if "primary" in result.stages else "line_integral"
         write_landmarks_csv(result.landmarks, out / "landmarks.csv")
         write_landmarks_json(result.landmarks, result.geometry, out / "landmarks.json")
-        draw_overlay(display_image(main_stage, result.stages[main_stage]), result.landmarks,
+        draw_overlay(previews[main_stage], result.landmarks,
                      out / "overlay.png", title=main_stage)
         written += [out / "landmarks.csv", out / "landmarks.json", out / "overlay.png"]
     summary = result.summary()
