@@ -22,13 +22,21 @@ SOFT_TISSUE_MAX_HU = 350.0
 
 @dataclass(frozen=True, eq=False)
 class MaterialVolume:
-    """Per-voxel density and material label on the grid of ``volume``."""
+    """Per-voxel density and material composition on the grid of ``volume``.
+
+    The composition is either a hard label per voxel (``labels``) or soft
+    per-material mass fractions (``fractions``, [M, k, j, i], summing to 1 per
+    voxel, e.g. a segmentation network's class probabilities). The density of
+    material m in a voxel is ``density * fraction_m``. Build soft volumes with
+    :meth:`from_fractions`; ``labels`` is then the most probable material.
+    """
 
     density: np.ndarray   # float32 [k, j, i], g/cm3
-    labels: np.ndarray    # uint8 [k, j, i], index into names
+    labels: np.ndarray    # uint8 [k, j, i], index into names (argmax of fractions when those are given)
     names: tuple          # material names, keys of attenuation's table
     ijk_to_ras: np.ndarray
     method: str = "threshold"
+    fractions: np.ndarray | None = None   # float32 [M, k, j, i] mass fractions, or None for hard labels
 
     def __post_init__(self):
         if self.density.shape != self.labels.shape:
@@ -39,6 +47,35 @@ class MaterialVolume:
                              "Check the density map; no material is denser than 22.6 g/cm3.")
         if len(self.names) > 255:
             raise InputError("More than 255 materials.", "Merge materials.")
+        if self.fractions is not None and self.fractions.shape != (len(self.names), *self.density.shape):
+            raise InputError(f"Material fractions {self.fractions.shape} do not match {len(self.names)} materials "
+                             f"on the density grid {self.density.shape}.",
+                             "Give one fraction volume per material, on the CT grid.")
+
+    @classmethod
+    def from_fractions(cls, density, fractions, names, ijk_to_ras, method: str = "fractions") -> "MaterialVolume":
+        """Soft composition: ``fractions`` [M, k, j, i] >= 0, normalised here to sum to 1 per voxel."""
+        fractions = np.asarray(fractions, dtype=np.float32)
+        if fractions.ndim != 4 or fractions.shape[0] != len(names):
+            raise InputError(f"Material fractions have shape {fractions.shape}; expected ({len(names)}, k, j, i).",
+                             "Stack one fraction volume per material name.")
+        if not np.all(np.isfinite(fractions)) or fractions.size and float(fractions.min()) < 0:
+            raise InputError("Material fractions contain negative, NaN or infinite values.",
+                             "Give fractions in [0, 1], e.g. softmax probabilities.")
+        total = fractions.sum(axis=0)
+        fractions = np.where(total > 0, fractions / np.where(total > 0, total, 1.0), 0.0).astype(np.float32)
+        empty = total <= 0
+        if np.any(empty):
+            fractions[0][empty] = 1.0   # no composition given: the first material (air) by convention
+        labels = np.argmax(fractions, axis=0).astype(np.uint8)
+        return cls(density=np.asarray(density, dtype=np.float32), labels=labels, names=tuple(names),
+                   ijk_to_ras=np.asarray(ijk_to_ras, dtype=np.float64), method=method, fractions=fractions)
+
+    def material_fractions(self) -> np.ndarray:
+        """float32 [M, k, j, i] mass fractions (one-hot for hard labels)."""
+        if self.fractions is not None:
+            return self.fractions
+        return (self.labels[None] == np.arange(len(self.names), dtype=np.uint8)[:, None, None, None]).astype(np.float32)
 
     @cached_property
     def _packed(self) -> np.ndarray:
@@ -53,6 +90,8 @@ class MaterialVolume:
     def mass_g(self) -> np.ndarray:
         """Mass of each material in grams."""
         voxel_cm3 = abs(np.linalg.det(self.ijk_to_ras[:3, :3])) / 1000.0
+        if self.fractions is not None:
+            return (self.fractions.reshape(len(self.names), -1) @ self.density.ravel().astype(np.float64)) * voxel_cm3
         return np.bincount(self.labels.ravel(), weights=self.density.ravel(),
                            minlength=len(self.names))[: len(self.names)] * voxel_cm3
 
