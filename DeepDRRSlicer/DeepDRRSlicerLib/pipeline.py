@@ -247,6 +247,10 @@ def _spectrum(settings: SimulationSettings):
         raise InputError(f"Cannot build the tube spectrum: {error}",
                          "Install xraydb (pip install xraydb) for filters outside the bundled table.") from None
     except ValueError as error:
+        if str(error).startswith("Unknown filter"):
+            raise InputError(f"Cannot build the tube spectrum: {error}",
+                             "Name filters by element symbol (Al, Cu, Sn, ...) or a known material, e.g. "
+                             "--filtration Al=2.5,Cu=0.1.") from None
         raise InputError(f"Cannot build the tube spectrum: {error}",
                          "Use --kvp in 40-150 and filters such as --filtration Al=2.5,Cu=0.1.") from None
 

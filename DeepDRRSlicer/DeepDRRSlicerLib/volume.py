@@ -252,6 +252,11 @@ def _read_error(path: Path, error: RuntimeError) -> InputError:
         return InputError(f"Cannot read CT {path}: its header gives a zero or negative voxel spacing "
                           f"({first_line}).",
                           "Fix the voxel spacing in the file header (it must be > 0 along every axis).")
+    if "unable to determine imageio reader" in lowered:
+        size = path.stat().st_size if path.is_file() else 0
+        what = "it is empty (0 bytes)" if size == 0 else "no image reader recognises its contents"
+        return InputError(f"Cannot read CT {path}: {what}.",
+                          "Give a NIfTI (.nii/.nii.gz), NRRD (.nrrd), MetaImage (.mha) file or a DICOM folder.")
     return InputError(f"Cannot read CT {path}: {first_line}",
                       "Give a NIfTI (.nii/.nii.gz), NRRD (.nrrd), MetaImage (.mha) file or a DICOM folder.")
 

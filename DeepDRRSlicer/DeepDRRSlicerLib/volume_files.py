@@ -24,7 +24,8 @@ import numpy as np
 
 from .errors import InputError
 
-CHUNK_BYTES = 1 << 24
+# Small enough that a stream ending early still tells how much it held (a read that hits the end is lost).
+CHUNK_BYTES = 1 << 20
 
 _READ_FIX = ("The file is damaged (a download or copy that stopped early, or a full disk). "
              "Copy or export the CT again, then check it opens in another viewer (e.g. 3D Slicer).")
@@ -213,10 +214,9 @@ def _scan_data(path: Path, offset: int, expected: int, float_dtype: np.dtype | N
                     pass
     except EOFError:
         got = min(got, expected)
-        raise InputError(f"CT file {path} is truncated: its gzip stream ends early, after {got:,} of the "
-                         f"{expected:,} bytes of voxel data its header announces "
-                         f"({100.0 * got / max(expected, 1):.1f} %); the reader would fill the rest with zeros.",
-                         _READ_FIX) from None
+        raise InputError(f"CT file {path} is truncated: its gzip stream breaks off before the end, after "
+                         f"{got:,} or a little more of the {expected:,} bytes of voxel data its header announces; "
+                         "the reader would fill the rest with zeros.", _READ_FIX) from None
     except (OSError, zlib.error) as error:
         raise InputError(f"CT file {path} is corrupt: its compressed data fail to decompress ({error}).",
                          _READ_FIX) from None

@@ -45,12 +45,12 @@ def write(datasets, folder: Path, names=None) -> list[Path]:
 def new_series(datasets, description: str, number: int) -> list:
     """Copies of the datasets as a separate series: new SeriesInstanceUID and SOPInstanceUIDs."""
     dcm = pydicom()
-    series_uid = dcm.uid.generate_uid()
+    series_uid = dcm.uid.generate_uid(entropy_srcs=[f"series {description} {number}"])  # same UIDs every run
     out = []
-    for ds in datasets:
+    for index, ds in enumerate(datasets):
         ds = copy.deepcopy(ds)
         ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = dcm.uid.generate_uid()
+        ds.SOPInstanceUID = dcm.uid.generate_uid(entropy_srcs=[series_uid, str(index)])
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.SeriesDescription = description
         ds.SeriesNumber = number
