@@ -202,7 +202,12 @@ class OutputFolder:
             return
         own = self.recognise(out) or set()
         entries = {entry.name for entry in out.iterdir()}
-        if entries <= own:
+        try:
+            working = Path.cwd().resolve()
+        except OSError:
+            working = None
+        holds_cwd = working is not None and (working == out.resolve() or out.resolve() in working.parents)
+        if entries <= own and not holds_cwd:  # a folder a shell sits in is not renamed under it
             # Only the tool's files: swap the folders (two renames, interrupts deferred).
             previous = out.with_name(f".{out.name}{_PREVIOUS_MARK}{os.getpid()}-{os.urandom(4).hex()}")
             os.rename(out, previous)

@@ -6,6 +6,7 @@ is what the Slicer module's live view and dataset sweeps need.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -217,12 +218,18 @@ def render_memory_context(volume: Volume, settings: SimulationSettings, detector
     n_materials = len(materials.names) if materials is not None else len(THRESHOLD_MATERIALS)
     return MemoryContext(
         volume_shape=tuple(volume.hu.shape), detector_shape=tuple(detector_shape), n_materials=n_materials,
-        mode=settings.mode, kernel="numba" if numba_status()[0] else "numpy",
+        mode=settings.mode, kernel=_cpu_kernel(),
         n_energies=len(primary_model.energies_keV) if primary_model is not None else 300,
         soft_fractions=materials is not None and materials.fractions is not None,
         materials_ready=materials is not None if materials_ready is None else materials_ready,
         packed_ready=materials is not None and "_packed" in materials.__dict__,
         writing=writing, landmarks=landmarks)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_kernel() -> str:
+    """The CPU kernel the projector will use (numba or the numpy fallback); asked once per process."""
+    return "numba" if numba_status()[0] else "numpy"
 
 
 def _checked_geometry(geometry) -> DetectorGeometry:

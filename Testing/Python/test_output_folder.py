@@ -25,7 +25,7 @@ from bad_inputs import digest, phantom_hu, write_image
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run_cli(tmp_path, *arguments, prelude=""):
+def _run_cli(tmp_path, *arguments, prelude="", cwd=None):
     """The CLI in a fresh process, after ``prelude`` (Python code that may patch the writer)."""
     ct = tmp_path / "ct.nii.gz"
     if not ct.exists():
@@ -35,7 +35,8 @@ def _run_cli(tmp_path, *arguments, prelude=""):
         from DeepDRRSlicerLib.cli import main
         sys.exit(main(["simulate", "--quiet", "--ct", {str(ct)!r}, "--size", "16", "16", *{list(map(str, arguments))!r}]))
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=cwd or tmp_path)
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
@@ -149,3 +150,14 @@ def test_results_written_before_the_manifest_existed_are_recognised(tmp_path):
     (old / "mine.txt").write_text("x")
     with pytest.raises(InputError, match="holds a previous result plus files it did not write"):
         OutputFolder(old)
+
+
+def test_the_working_folder_is_updated_in_place_not_renamed(tmp_path):
+    out = tmp_path / "here"
+    out.mkdir()
+    inode = out.stat().st_ino
+    for mode in ("polychromatic", "line-integral"):
+        done = _run_cli(tmp_path, "--out", ".", "--mode", mode, cwd=out)
+        assert done.returncode == 0, done.stderr
+    assert out.stat().st_ino == inode, "the folder a shell sits in must not be swapped for another"
+    assert (out / "line_integral.npy").is_file() and not (out / "primary.npy").exists()
