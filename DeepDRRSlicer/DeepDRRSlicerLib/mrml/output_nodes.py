@@ -19,6 +19,7 @@ import numpy as np
 import slicer
 
 from ..geometry import DetectorGeometry
+from ..output import auto_window, is_detector_signal
 from .scene_utils import first_node_with_attributes, nodes_by_class, vtk_matrix_from_array
 from .stages import stage_title
 
@@ -29,6 +30,7 @@ __all__ = [
     "stage_nodes",
     "update_stage_node",
     "window_level_range",
+    "log_gray_color_node",
     "stage_title",
 ]
 
@@ -36,6 +38,9 @@ __all__ = [
 STAGE_ATTRIBUTE = "DeepDRR.Stage"
 #: Attribute holding the ID of the CT volume node an output node was simulated from.
 CT_ATTRIBUTE = "DeepDRR.CTNodeID"
+#: Attribute on a colour table: the ID of the output node it displays.
+COLORS_FOR_ATTRIBUTE = "DeepDRR.ColorsFor"
+_TABLE_SIZE = 256
 
 def find_stage_node(scene, ct_node_id: str, stage: str):
     """The output node of ``stage`` simulated from the CT node ``ct_node_id``, or None."""
@@ -53,17 +58,49 @@ def stage_nodes(scene, ct_node_id: str) -> dict:
     return found
 
 
-def window_level_range(image) -> tuple[float, float]:
-    """A display range for an image: its 0.5 and 99.5 percentiles (never empty)."""
+def window_level_range(image, stage: str = "line_integral") -> tuple[float, float]:
+    """The display range of a stage image: the automatic window of its PNG (``output.auto_window``).
+
+    Detector-signal stages (I/I0) are windowed like a C-arm monitor (over the pixels whose rays crossed
+    the patient, so that unattenuated air does not take the window) and shown through a logarithmic
+    gray ramp (``log_gray_color_node``); line integrals linearly, more material brighter.
+    """
     values = np.asarray(image, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0, 1.0
-    low, high = (float(x) for x in np.percentile(values, [0.5, 99.5]))
+    if not np.all(np.isfinite(values)):
+        values = np.where(np.isfinite(values), values, np.nanmedian(values[np.isfinite(values)])
+                          if np.isfinite(values).any() else 0.0)
+    low, high = auto_window(stage, values)
     if not high > low:
         spread = max(abs(high), 1e-6) * 1e-3
         low, high = low - spread, high + spread
     return low, high
+
+
+def log_gray_color_node(scene, volume_node, low: float, high: float):
+    """A gray colour table for ``volume_node`` that is logarithmic between ``low`` and ``high``.
+
+    Slicer windows linearly (the window maps [low, high] onto the table); with this table the screen
+    shows log(value) between log(low) and log(high), as the stage's PNG does. One table per output node,
+    reshaped at every full render; hidden from the node selectors.
+    """
+    node = first_node_with_attributes(scene, "vtkMRMLColorTableNode", {COLORS_FOR_ATTRIBUTE: volume_node.GetID()})
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode",
+                                       scene.GenerateUniqueName(f"{volume_node.GetName()} log gray"))
+        node.SetAttribute(COLORS_FOR_ATTRIBUTE, volume_node.GetID())
+        node.SetTypeToUser()
+        node.SetHideFromEditors(True)
+        node.SetNumberOfColors(_TABLE_SIZE)
+    ratio = high / low if low > 0 else 1.0
+    t = np.linspace(0.0, 1.0, _TABLE_SIZE)
+    gray = np.log1p(t * (ratio - 1.0)) / np.log(ratio) if ratio > 1.0 + 1e-9 else t
+    was_modifying = node.StartModify()
+    try:
+        for index, value in enumerate(gray):
+            node.SetColor(index, "", float(value), float(value), float(value), 1.0)
+    finally:
+        node.EndModify(was_modifying)
+    return node
 
 
 def _create_stage_node(scene, ct_node, stage: str):
@@ -96,9 +133,11 @@ def update_stage_node(scene, ct_node, stage: str, image, geometry: DetectorGeome
             window_level = True
         display = node.GetDisplayNode()
         if display is not None and window_level:
-            low, high = window_level_range(image)
+            low, high = window_level_range(image, stage)
             display.AutoWindowLevelOff()
             display.SetWindowLevelMinMax(low, high)
+            if is_detector_signal(stage):
+                display.SetAndObserveColorNodeID(log_gray_color_node(scene, node, low, high).GetID())
     finally:
         node.EndModify(wasModifying)
     return node
