@@ -123,16 +123,20 @@ def sample(picture_gray: np.ndarray, screen_xy: np.ndarray) -> np.ndarray:
     return ndimage.map_coordinates(picture_gray, [screen_xy[:, 1], screen_xy[:, 0]], order=1, mode="nearest")
 
 
-def expected_slice_picture(view, node, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What ``view`` must show of ``image`` (the stage array of ``node``'s detector) with ``node``'s display range.
+def expected_slice_picture(view, node, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What ``view`` must show of volume ``node`` (its voxels, or ``image`` in their place) with its display.
 
     For every screen pixel: its RAS point on the slice plane (the view's own XYToRAS), then the node's
-    RASToIJK, then ``image`` bilinearly interpolated there (Slicer reslices with linear interpolation),
-    then the window (0 at the window's minimum, 255 at its maximum). Returns (expected gray, mask of the
-    screen pixels that fall on the image).
+    RASToIJK, then the image bilinearly interpolated there (Slicer reslices with linear interpolation),
+    then the window (0 at the window's minimum, 255 at its maximum) and the colour table. Returns
+    (expected gray, mask of the screen pixels that fall on the image).
     """
+    import slicer
     import vtk
     from scipy import ndimage
+
+    if image is None:
+        image = slicer.util.arrayFromVolume(node)[0]
 
     columns, rows = view.size
     grid_c, grid_r = np.meshgrid(np.arange(columns, dtype=float), np.arange(rows, dtype=float))

@@ -30,7 +30,7 @@ __all__ = [
     "stage_nodes",
     "update_stage_node",
     "window_level_range",
-    "log_gray_color_node",
+    "fluoro_display_node",
     "stage_title",
 ]
 
@@ -38,9 +38,8 @@ __all__ = [
 STAGE_ATTRIBUTE = "DeepDRR.Stage"
 #: Attribute holding the ID of the CT volume node an output node was simulated from.
 CT_ATTRIBUTE = "DeepDRR.CTNodeID"
-#: Attribute on a colour table: the ID of the output node it displays.
-COLORS_FOR_ATTRIBUTE = "DeepDRR.ColorsFor"
-_TABLE_SIZE = 256
+#: Attribute on a log display companion: the ID of the (detector-signal) output node it shows.
+DISPLAY_OF_ATTRIBUTE = "DeepDRR.DisplayOf"
 
 def find_stage_node(scene, ct_node_id: str, stage: str):
     """The output node of ``stage`` simulated from the CT node ``ct_node_id``, or None."""
@@ -59,11 +58,10 @@ def stage_nodes(scene, ct_node_id: str) -> dict:
 
 
 def window_level_range(image, stage: str = "line_integral") -> tuple[float, float]:
-    """The display range of a stage image: the automatic window of its PNG (``output.auto_window``).
-
-    Detector-signal stages (I/I0) are windowed like a C-arm monitor (over the pixels whose rays crossed
-    the patient, so that unattenuated air does not take the window) and shown through a logarithmic
-    gray ramp (``log_gray_color_node``); line integrals linearly, more material brighter.
+    """The display range of a stage image, in its own units: the automatic window of its PNG
+    (``output.auto_window``): over the pixels whose rays crossed the patient, so that unattenuated air
+    does not take the window. For detector signals the PNG maps this range logarithmically, which the
+    Fluoro view shows through ``fluoro_display_node``.
     """
     values = np.asarray(image, dtype=np.float64)
     if not np.all(np.isfinite(values)):
@@ -76,28 +74,42 @@ def window_level_range(image, stage: str = "line_integral") -> tuple[float, floa
     return low, high
 
 
-def log_gray_color_node(scene, volume_node, low: float, high: float):
-    """A gray colour table for ``volume_node`` that is logarithmic between ``low`` and ``high``.
+def fluoro_display_node(scene, stage_node):
+    """The node the Fluoro view shows for ``stage_node``: itself, or its log companion (detector signals).
 
-    Slicer windows linearly (the window maps [low, high] onto the table); with this table the screen
-    shows log(value) between log(low) and log(high), as the stage's PNG does. One table per output node,
-    reshaped at every full render; hidden from the node selectors.
+    A viewer maps voxel values to 256 gray levels linearly, so an I/I0 image, which spans several
+    decades, shows nearly black with a bright patch of air (or, through a logarithmic colour table, in
+    bands). A C-arm monitor shows the log of the detector signal; so does the stage's PNG. The
+    companion holds log(I/I0) at the same place, windowed like the PNG; it is hidden from the node
+    selectors and not saved with the scene (it is remade at every render).
     """
-    node = first_node_with_attributes(scene, "vtkMRMLColorTableNode", {COLORS_FOR_ATTRIBUTE: volume_node.GetID()})
+    if stage_node is None:
+        return None
+    companion = first_node_with_attributes(scene, "vtkMRMLScalarVolumeNode", {DISPLAY_OF_ATTRIBUTE: stage_node.GetID()})
+    return companion if companion is not None else stage_node
+
+
+def _update_log_display_node(scene, stage_node, image, matrix, window_level: bool):
+    node = first_node_with_attributes(scene, "vtkMRMLScalarVolumeNode", {DISPLAY_OF_ATTRIBUTE: stage_node.GetID()})
     if node is None:
-        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode",
-                                       scene.GenerateUniqueName(f"{volume_node.GetName()} log gray"))
-        node.SetAttribute(COLORS_FOR_ATTRIBUTE, volume_node.GetID())
-        node.SetTypeToUser()
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                       scene.GenerateUniqueName(f"{stage_node.GetName()} (log display)"))
+        node.SetAttribute(DISPLAY_OF_ATTRIBUTE, stage_node.GetID())
         node.SetHideFromEditors(True)
-        node.SetNumberOfColors(_TABLE_SIZE)
-    ratio = high / low if low > 0 else 1.0
-    t = np.linspace(0.0, 1.0, _TABLE_SIZE)
-    gray = np.log1p(t * (ratio - 1.0)) / np.log(ratio) if ratio > 1.0 + 1e-9 else t
+        node.SetSaveWithScene(False)
     was_modifying = node.StartModify()
     try:
-        for index, value in enumerate(gray):
-            node.SetColor(index, "", float(value), float(value), float(value), 1.0)
+        log_image = np.log(np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64), nan=1.0), 1e-12, None))
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(log_image, dtype=np.float32)[np.newaxis])
+        node.SetIJKToRASMatrix(matrix)
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+            window_level = True
+        display = node.GetDisplayNode()
+        if display is not None and window_level:
+            low, high = stage_node.GetDisplayNode().GetWindowLevelMin(), stage_node.GetDisplayNode().GetWindowLevelMax()
+            display.AutoWindowLevelOff()
+            display.SetWindowLevelMinMax(float(np.log(max(low, 1e-12))), float(np.log(max(high, 2e-12))))
     finally:
         node.EndModify(was_modifying)
     return node
@@ -116,8 +128,9 @@ def update_stage_node(scene, ct_node, stage: str, image, geometry: DetectorGeome
     """Create or update the output node of ``stage`` with ``image`` at ``geometry``'s detector.
 
     ``image`` is the engine's (rows, columns) float array. With ``window_level``
-    the display range is reset to the image's 0.5-99.5 percentiles; without it
-    (fast previews) the previous range is kept.
+    the display range is reset (``window_level_range``); without it (fast previews)
+    the previous range is kept. Detector-signal stages also get their log companion
+    (``fluoro_display_node``).
     """
     image = np.asarray(image)
     if image.shape != geometry.shape:
@@ -136,9 +149,10 @@ def update_stage_node(scene, ct_node, stage: str, image, geometry: DetectorGeome
             low, high = window_level_range(image, stage)
             display.AutoWindowLevelOff()
             display.SetWindowLevelMinMax(low, high)
-            if is_detector_signal(stage):
-                display.SetAndObserveColorNodeID(log_gray_color_node(scene, node, low, high).GetID())
     finally:
         node.EndModify(wasModifying)
+    if is_detector_signal(stage):
+        _update_log_display_node(scene, node, image, vtk_matrix_from_array(geometry.image_to_ras_matrix()),
+                                 window_level)
     return node
 
