@@ -94,7 +94,8 @@ def test_landmark_glyphs_sit_where_the_projection_matrix_puts_them(views, logic,
     views.fit()
     projected = output.landmarks_node
     display = projected.GetDisplayNode()
-    display.SetPointLabelsVisibility(False)   # glyphs alone first
+    as_shown = views.fluoro.render()          # as the module leaves it: glyphs and labels
+    display.SetPointLabelsVisibility(False)   # glyphs alone
     with_glyphs = views.fluoro.render()
     display.SetVisibility(False)
     without = views.fluoro.render()
@@ -112,9 +113,8 @@ def test_landmark_glyphs_sit_where_the_projection_matrix_puts_them(views, logic,
         assert np.linalg.norm(centroid - screen) <= 1.0, (
             f"{item.label}: glyph centre {centroid.round(2)} vs P's {screen.round(2)} (screen pixels)")
 
-    # Labels: turning them on adds text beside each glyph, in the glyphs' colour.
-    display.SetPointLabelsVisibility(True)
-    with_labels = views.fluoro.render()
+    # Labels: the module shows them, beside each glyph, in the glyphs' colour.
+    with_labels = as_shown
     text = changed(with_labels, with_glyphs)
     glyph_color = with_glyphs[changed(with_glyphs, without)].mean(axis=0)
     for item in visible:
