@@ -10,6 +10,11 @@ shows in 3D at the right place, and points projected onto the detector plane
 
 A lower-resolution preview of the same detector changes the pixel count and
 spacing but not the physical placement, so views do not jump.
+
+Display: each node's window is the automatic window of the stage's PNG. Detector
+signals (I/I0) span decades, which a viewer's linear 8-bit window cannot show, so
+the Fluoro view shows them through a hidden companion node holding log(I/I0)
+(``fluoro_display_node``), as a C-arm monitor and the PNG do.
 """
 
 from __future__ import annotations
