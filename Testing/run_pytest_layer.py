@@ -1,12 +1,16 @@
 """Run one layer of the test suite with pytest, for CTest, and count what happened.
 
 Usage:
-  python Testing/run_pytest_layer.py [--required] [--counts-file FILE] FOLDER [pytest options...]
+  python Testing/run_pytest_layer.py [--required | --required-in-ci] [--counts-file FILE] FOLDER [pytest options...]
   python Testing/run_pytest_layer.py --summary FOLDER_OF_COUNT_FILES
 
 With --required (the engine and MRML layers), a layer that runs nothing is a
 failure, not a skip: its dependencies (e.g. the slicer-core wheel) are part of
 the test install, so silently skipping it would hide a broken setup.
+With --required-in-ci (the views layer) the same holds when the environment
+variable CI is set (CI=true, as CI runs it; scripts/test.sh installs what the
+layer needs there); elsewhere the layer may skip, printing why (e.g. no
+offscreen OpenGL context on this machine).
 
 Each run prints, as its last line, the layer's passed/failed/skipped/error
 counts and, with --counts-file, writes them as JSON. ``--summary`` prints one
@@ -26,6 +30,7 @@ Exit status:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -76,13 +81,13 @@ def main(argv: list[str]) -> int:
         return summary(Path(arguments[1]) if len(arguments) > 1 else Path("build/layer-counts"))
     required = False
     counts_file = None
-    while arguments and arguments[0] in ("--required", "--counts-file"):
-        if arguments[0] == "--required":
-            required = True
-            arguments = arguments[1:]
-        else:
+    while arguments and arguments[0] in ("--required", "--required-in-ci", "--counts-file"):
+        if arguments[0] == "--counts-file":
             counts_file = Path(arguments[1])
             arguments = arguments[2:]
+        else:
+            required = arguments[0] == "--required" or _in_ci()
+            arguments = arguments[1:]
     if not arguments:
         print(__doc__, file=sys.stderr)
         return 2
@@ -100,6 +105,10 @@ def main(argv: list[str]) -> int:
         counts_file.parent.mkdir(parents=True, exist_ok=True)
         counts_file.write_text(json.dumps(counts, indent=1))
     return status
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _run(folder: Path, extra: list[str], tally: _Tally) -> int:

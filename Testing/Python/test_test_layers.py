@@ -62,7 +62,7 @@ def test_every_listed_layer_folder_exists_and_holds_tests():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     cmake = (REPO / "CMakeLists.txt").read_text()
     layers = re.findall(r"deepdrr_add_pytest_layer\((\w+)\s+(\S+?)[\s)]", cmake)
-    assert {name for name, _ in layers} == {"engine", "mrml", "gpu"}
+    assert {"engine", "mrml", "gpu"} <= {name for name, _ in layers}
     folders = set(pyproject["tool"]["pytest"]["ini_options"]["testpaths"]) | {folder for _, folder in layers}
     for folder in folders:
         assert list((REPO / folder).glob("test_*.py")), f"{folder} is listed as a test layer but holds no tests"
