@@ -56,7 +56,8 @@ def versions() -> dict:
 
 
 # Files a run may write; stale ones from an earlier run into the same folder are removed first.
-_OUTPUT_PATTERNS = ("primary.npy", "primary.png", "line_integral*.npy", "line_integral*.png", "landmarks.csv",
+_OUTPUT_PATTERNS = ("primary.npy", "primary.png", "line_integral*.npy", "line_integral*.png", "truncation.npy",
+                    "truncation.png", "landmarks.csv",
                     "landmarks.json", "overlay.png", "geometry.json", "summary.json")
 
 
@@ -78,6 +79,7 @@ def prepare_output_folder(out_dir) -> Path:
 def write_result(result: SimulationResult, out_dir, parameters: dict | None = None) -> list[Path]:
     """Write every stage and the metadata; returns the files written."""
     from .landmarks import draw_overlay, write_landmarks_csv, write_landmarks_json
+    from .truncation import mark_on_preview
 
     out = prepare_output_folder(out_dir)
     written = []
@@ -86,14 +88,20 @@ def write_result(result: SimulationResult, out_dir, parameters: dict | None = No
         np.save(out / f"{stage}.npy", np.ascontiguousarray(image, dtype=np.float32))
         save_png(out / f"{stage}.png", previews[stage])
         written += [out / f"{stage}.npy", out / f"{stage}.png"]
+    for name, mask in result.masks.items():   # 0/1 masks, e.g. truncation: marked pixels white
+        np.save(out / f"{name}.npy", np.ascontiguousarray(mask, dtype=np.float32))
+        save_png(out / f"{name}.png", np.where(mask > 0.5, 255, 0).astype(np.uint8))
+        written += [out / f"{name}.npy", out / f"{name}.png"]
     result.geometry.save(out / "geometry.json")
     written.append(out / "geometry.json")
     if result.landmarks is not None:
         main_stage = "primary" if "primary" in result.stages else "line_integral"
         write_landmarks_csv(result.landmarks, out / "landmarks.csv")
         write_landmarks_json(result.landmarks, result.geometry, out / "landmarks.json")
-        draw_overlay(previews[main_stage], result.landmarks,
-                     out / "overlay.png", title=main_stage)
+        base = previews[main_stage]
+        if "truncation" in result.masks:
+            base = mark_on_preview(base, result.masks["truncation"])
+        draw_overlay(base, result.landmarks, out / "overlay.png", title=main_stage)
         written += [out / "landmarks.csv", out / "landmarks.json", out / "overlay.png"]
     summary = result.summary()
     summary["parameters"] = parameters or {}

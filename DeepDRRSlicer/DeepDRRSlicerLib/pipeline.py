@@ -16,8 +16,9 @@ from .geometry import DetectorGeometry
 from .landmarks import ProjectedLandmark, project_landmarks
 from .materials import MaterialVolume, decompose
 from .primary import PrimaryModel
-from .projector import ALGORITHMS, project
+from .projector import ALGORITHMS, DEFAULT_ALGORITHM, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
+from .truncation import truncation_mask
 from .volume import Volume
 
 MODES = ("polychromatic", "line-integral")
@@ -33,7 +34,7 @@ class SimulationSettings:
     mode: str = "polychromatic"
     materials: str = "threshold"
     device: str = "auto"
-    algorithm: str = "siddon"
+    algorithm: str = DEFAULT_ALGORITHM
 
     def validate(self) -> None:
         low, high = tabulated_kvp_range()
@@ -62,6 +63,7 @@ class SimulationResult:
     settings: SimulationSettings
     warnings: list = field(default_factory=list)
     spectrum_summary: dict | None = None
+    masks: dict = field(default_factory=dict)   # mask name -> (H, W) float32 0/1, e.g. "truncation"
 
     def summary(self) -> dict:
         return {
@@ -75,6 +77,7 @@ class SimulationResult:
             "warnings": list(self.warnings),
             "spectrum": self.spectrum_summary,
             "landmarks_visible": None if self.landmarks is None else int(sum(p.visible for p in self.landmarks)),
+            "masks": {name: {"fraction_of_pixels": float(mask.mean())} for name, mask in self.masks.items()},
         }
 
 
@@ -118,6 +121,13 @@ class Simulator:
             stages["line_integral"] = projection.total_line_integral
         for name, image in zip(projection.material_names, projection.line_integrals):
             stages[f"line_integral_{name}"] = image
+        start = time.perf_counter()
+        truncated = truncation_mask(self.materials, geometry)
+        timings["truncation"] = time.perf_counter() - start
+        if truncated.any():
+            warnings.append(f"{100 * truncated.mean():.1f} % of the pixels are truncated: their rays cross the "
+                            "patient where the CT ends (the truncation mask). Move the isocentre or narrow the "
+                            "field to stay inside the scanned part.")
         projected = None
         if landmarks is not None:
             start = time.perf_counter()
@@ -126,7 +136,7 @@ class Simulator:
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
                                 notes=list(projection.notes), settings=self.settings, warnings=warnings,
-                                spectrum_summary=self.spectrum_summary)
+                                spectrum_summary=self.spectrum_summary, masks={"truncation": truncated})
 
 
 def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSettings | None = None,
