@@ -167,7 +167,10 @@ def _projector(c: MemoryContext) -> list:
 def _stages_and_writing(c: MemoryContext) -> list:
     p = c.pixels
     stages = c.stages()
-    items = []
+    # the truncation mask (float32, kept in the result) and, while it is computed, a boolean mask and the
+    # ray arithmetic of one block of 65536 rays (truncation.py)
+    items = [MemoryItem("truncation mask (float32)", 4 * p),
+             MemoryItem("truncation mask rays (temporary)", p + 65536 * 400, held=False)]
     if c.mode != "polychromatic":
         items.append(MemoryItem("total line integral (float32)", 4 * p))
     if c.writing:

@@ -199,10 +199,11 @@ class Simulator:
         start = time.perf_counter()
         truncated = truncation_mask(self.materials, geometry)
         timings["truncation"] = time.perf_counter() - start
+        notes = list(projection.notes)
         if truncated.any():
-            warnings.append(f"{100 * truncated.mean():.1f} % of the pixels are truncated: their rays cross the "
-                            "patient where the CT ends (the truncation mask). Move the isocentre or narrow the "
-                            "field to stay inside the scanned part.")
+            notes.append(f"{100 * truncated.mean():.1f} % of the pixels are truncated: their rays cross tissue "
+                         "where the CT ends (the truncation mask, hatched on the overlay); move the isocentre "
+                         "or narrow the field to stay inside the scanned part")
         projected = None
         if landmarks is not None:
             start = time.perf_counter()
@@ -210,7 +211,7 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=list(projection.notes), settings=self.settings, warnings=warnings,
+                                notes=notes, settings=self.settings, warnings=warnings,
                                 spectrum_summary=self.spectrum_summary, masks={"truncation": truncated})
 
 

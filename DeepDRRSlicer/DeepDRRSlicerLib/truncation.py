@@ -64,13 +64,18 @@ def truncation_mask(materials: MaterialVolume, geometry: DetectorGeometry) -> np
     if not faces:
         return mask.reshape(height, width).astype(np.float32)
     ras_to_ijk = np.linalg.inv(materials.ijk_to_ras)
-    source = ras_to_ijk[:3, :3] @ geometry.source + ras_to_ijk[:3, 3]
-    ends = geometry.pixel_centers().reshape(-1, 3) @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
+    linear, offset = ras_to_ijk[:3, :3], ras_to_ijk[:3, 3]
+    source = linear @ geometry.source + offset
+    origin, step_u, step_v = linear @ geometry.detector_origin + offset, linear @ geometry.u, linear @ geometry.v
     nk, nj, ni = materials.density.shape
     size = np.array([ni, nj, nk], dtype=np.float64)
-    for start in range(0, len(ends), _RAYS_PER_BLOCK):
-        block = slice(start, min(len(ends), start + _RAYS_PER_BLOCK))
-        mask[block] = _block_mask(faces, source, ends[block] - source, size)
+    columns = np.arange(width, dtype=np.float64)
+    rows_per_block = max(1, _RAYS_PER_BLOCK // width)
+    for first in range(0, height, rows_per_block):   # pixel centres block by block: no (H, W, 3) array
+        rows = np.arange(first, min(height, first + rows_per_block), dtype=np.float64)
+        ends = origin + columns[None, :, None] * step_u + rows[:, None, None] * step_v
+        mask[first * width:(first + len(rows)) * width] = _block_mask(faces, source, ends.reshape(-1, 3) - source,
+                                                                      size)
     return mask.reshape(height, width).astype(np.float32)
 
 

@@ -110,7 +110,7 @@ def test_simulator_reports_truncation_and_the_overlay_marks_it():
         CArm(isocenter_ras=(0, 0, 0), sod_mm=400, sid_mm=800, width=64, height=64, pixel_spacing_mm=4.0).geometry())
     mask = result.masks["truncation"]
     assert mask.dtype == np.float32 and mask.shape == (64, 64) and 0.1 < mask.mean() < 0.9
-    assert any("truncated" in warning for warning in result.warnings)
+    assert any("truncated" in note for note in result.notes)
     assert result.summary()["masks"]["truncation"]["fraction_of_pixels"] == pytest.approx(float(mask.mean()))
     preview = np.full((64, 64), 200, np.uint8)
     marked = mark_on_preview(preview, mask)
