@@ -4,7 +4,9 @@ All three render the same cone-beam geometry from the same chest CT:
 AP C-arm (source posterior, detector anterior), isocentre at the CT centre,
 SID 1020 mm, SOD 530 mm, a square detector of --detector-mm side (default
 700 mm, which covers the whole chest: 364 mm at the isocentre) sampled at
-256^2 and 512^2 pixels.
+96^2, 256^2, 512^2 and 1024^2 pixels. Ours: the default projector (Joseph),
+Siddon and the trilinear march; at --layout-size also the soft-fraction voxel
+layout and the benchmark-only candidates (candidate_projectors.py).
 
 Run from the repository root (see benchmarks/README.md for the one-off setup):
 
