@@ -225,6 +225,15 @@ def _ray_frame(materials: MaterialVolume, geometry: DetectorGeometry):
             linear @ geometry.u, linear @ geometry.v)
 
 
+# Rays per kernel launch: each launch wakes the threads (milliseconds on a busy machine), so small
+# images (the 96^2 live-drag preview) take one launch; large ones report progress ~every 64k rays.
+_RAYS_PER_LAUNCH = 65536
+
+
+def _rows_per_launch(height: int, width: int) -> int:
+    return max(8, min(height, -(-_RAYS_PER_LAUNCH // max(1, width))))
+
+
 def _project_numba(materials, layout, geometry, primary_model, algorithm, step_mm, progress, rows_per_chunk):
     import numba
 
@@ -241,7 +250,7 @@ def _project_numba(materials, layout, geometry, primary_model, algorithm, step_m
         primary = np.zeros((1, 1), dtype=np.float32)
     voxels = (layout.packed, layout.channels, layout.kind == "labels", layout.label_mask, layout.mixed_flag,
               *layout.shape_kji)
-    chunk = rows_per_chunk or max(8, height // 16)
+    chunk = rows_per_chunk or _rows_per_launch(height, width)
     for row_start in range(0, height, chunk):
         row_stop = min(height, row_start + chunk)
         rays = (source_ijk, origin_ijk, u_ijk, v_ijk, geometry.source, geometry.detector_origin, geometry.u,

@@ -290,3 +290,29 @@ def test_missing_numba_falls_back_and_says_so(monkeypatch):
     assert projection.line_integrals[1, 2, 2] == pytest.approx(4.0, rel=1e-5)
     siddon = project(_materials(np.full((40, 40, 40), 1.0), matrix), geometry, algorithm="siddon")
     assert siddon.algorithm == "joseph" and any("no siddon kernel" in note for note in siddon.notes)
+
+
+@pytest.mark.parametrize("cpu_kernel", ["numba", "numpy"])
+def test_progress_reaches_one_and_cancelling_stops(cpu_kernel):
+    from DeepDRRSlicerLib.errors import SimulationCancelled
+
+    matrix = np.eye(4)
+    matrix[:3, 3] = -15
+    materials = _materials(np.full((30, 30, 30), 1.0), matrix)
+    geometry = CArm(width=300, height=260, pixel_spacing_mm=0.3).geometry()   # more rays than one launch takes
+    fractions = []
+    project(materials, geometry, progress=fractions.append, cpu_kernel=cpu_kernel)
+    assert len(fractions) >= 2 and fractions == sorted(fractions) and fractions[-1] == 1.0
+
+    def cancel(fraction):
+        raise SimulationCancelled()
+
+    with pytest.raises(SimulationCancelled):
+        project(materials, geometry, progress=cancel, cpu_kernel=cpu_kernel)
+
+
+def test_labels_beyond_the_material_list_are_refused():
+    labels = np.zeros((4, 4, 4), np.uint8)
+    labels[1, 2, 3] = 3
+    with pytest.raises(InputError, match="labels go up to 3"):
+        MaterialVolume(np.ones((4, 4, 4), np.float32), labels, MATERIALS, np.eye(4))
