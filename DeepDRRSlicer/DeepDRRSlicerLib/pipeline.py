@@ -214,7 +214,6 @@ class Simulator:
                                 notes=notes, settings=self.settings, warnings=warnings,
                                 spectrum_summary=self.spectrum_summary, masks={"truncation": truncated})
 
-
     def render_batch(self, geometries, *, landmarks=None, keep_on_device: bool = False,
                      device_memory_limit: int | None = None, progress=None):
         """Project many poses (one detector size) in one call; on the GPU, in one launch per batch.

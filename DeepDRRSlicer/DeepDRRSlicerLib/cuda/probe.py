@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 
 __all__ = ["CudaStatus", "CudaUnavailable", "cuda_status", "get_launcher", "driver_cuda_version",
-           "install_hint", "cupy_package", "LAUNCHERS", "forget", "mark_broken"]
+           "install_hint", "cupy_requirements", "LAUNCHERS", "forget", "mark_broken"]
 
 LAUNCHERS = ("cupy", "pycuda")
 ENVIRONMENT_VARIABLE = "DEEPDRR_CUDA_LAUNCHER"
@@ -198,23 +198,29 @@ def forget() -> None:
         _broken.clear()
 
 
-def cupy_package() -> str | None:
-    """The CuPy wheel for this machine's driver (``cupy-cuda12x`` ...), or None without a usable driver."""
-    version = driver_cuda_version()
-    if version is None or version[0] < 11:
+def cupy_requirements(driver_version: tuple | None = ...) -> list | None:
+    """The pip requirements that give this machine's driver a CuPy launcher: CuPy for its CUDA major
+    version and NVRTC (which CuPy compiles with; a CUDA toolkit has it too, a bare driver does not).
+    None without a usable driver. ``driver_version`` defaults to the installed driver's."""
+    version = driver_cuda_version() if driver_version is ... else driver_version
+    if version is None or version[0] < 12:
         return None
-    return f"cupy-cuda{min(version[0], 13)}x"
+    if version[0] == 12:
+        return ["cupy-cuda12x", "nvidia-cuda-nvrtc-cu12"]
+    return ["cupy-cuda13x", "nvidia-cuda-nvrtc>=13,<14"]
 
 
 def install_hint() -> str:
     """How to get a working launcher on this machine, for error messages."""
     cpu = "Without an NVIDIA GPU, use --device cpu (device='cpu')."
     pycuda = "Or pycuda, which builds with nvcc: pip install 'DeepDRRSlicerLib[pycuda]'."
-    wheel = cupy_package()
-    if wheel is None:
-        return ("On a machine with an NVIDIA GPU, install its driver, then CuPy for the CUDA version that "
-                "`nvidia-smi` shows: pip install cupy-cuda12x or cupy-cuda13x (a wheel, no compiler needed; "
-                f"add [ctk] when no CUDA toolkit provides NVRTC). {pycuda} {cpu}")
+    requirements = cupy_requirements()
+    if requirements is None:
+        return ("On a machine with an NVIDIA GPU, install its driver (CUDA 12 or newer), then CuPy and NVRTC for "
+                "the CUDA version that `nvidia-smi` shows: pip install cupy-cuda13x 'nvidia-cuda-nvrtc>=13,<14' "
+                f"(CUDA 13) or pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12 (CUDA 12); wheels, no compiler. "
+                f"{pycuda} {cpu}")
     version = driver_cuda_version()
-    return (f"Install CuPy: pip install {wheel} (this driver supports CUDA {version[0]}.{version[1]}; a wheel, "
-            f"no compiler needed; add [ctk] when no CUDA toolkit provides NVRTC). {pycuda} {cpu}")
+    quoted = " ".join(f"'{r}'" if "<" in r or ">" in r else r for r in requirements)
+    return (f"Install CuPy and NVRTC for this driver (CUDA {version[0]}.{version[1]}): pip install {quoted} "
+            f"(wheels, no compiler). {pycuda} {cpu}")
