@@ -334,6 +334,7 @@ def main(argv=None) -> int:
     parser.add_argument("--peer-device", default="cuda", help="torch device for nanodrr/DiffDRR (cpu to check "
                                                                "their geometry on a machine without a GPU)")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--json-name", default="gpu_benchmark.json")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -362,7 +363,7 @@ def main(argv=None) -> int:
         results["nanodrr"] = bench_nanodrr(volume, materials, args.sizes, args.peer_device, args.repeats, reference)
         results["diffdrr"] = bench_diffdrr(volume, [s for s in args.sizes if s <= 512], args.peer_device,
                                            max(2, args.repeats // 2), reference)
-    (args.out / "gpu_benchmark.json").write_text(json.dumps(results, indent=2, default=str))
+    (args.out / args.json_name).write_text(json.dumps(results, indent=2, default=str))
     print(table(results))
     return 0
 

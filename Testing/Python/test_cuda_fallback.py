@@ -125,3 +125,24 @@ def test_simulator_render_batch_matches_render(cube):
         assert np.array_equal(batch.primary[index], single.stages["primary"])
         assert np.array_equal(batch.result(index).stages["primary"], single.stages["primary"])
     assert describe_backend(batch.backend) == "CPU (numba)"
+
+
+def test_the_readme_batch_example_runs(tmp_path):
+    """The README's batch/DLPack example, on the bundled CT (torch: numpy's from_dlpack where torch is absent)."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from DeepDRRSlicerLib.resources import sample_ct_path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("**Batches and DLPack.**", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    code = block.replace('"chest.nii.gz"', repr(str(sample_ct_path())))
+    if importlib.util.find_spec("torch") is None:
+        code = code.replace("import torch", "import numpy as torch")
+    done = subprocess.run([sys.executable, "-c", code + "\nprint(tuple(images.shape), tuple(per_material.shape), "
+                           "first.stages['primary'].shape)"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("(91, 256, 256) (91, 3, 256, 256) (256, 256)")
