@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ray casting: exact voxel path lengths (default) or trilinear ray march")
     sim.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .dataset.cli import add_generate_parser
+
+    add_generate_parser(commands)
     return parser
 
 
@@ -181,6 +184,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "simulate":
             return simulate_command(args)
+        if args.command == "generate":
+            from .dataset.cli import generate_command
+
+            return generate_command(args)
     except InputError as error:
         print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
         return EXIT_INPUT_ERROR
