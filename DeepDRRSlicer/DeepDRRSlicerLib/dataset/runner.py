@@ -196,6 +196,7 @@ def generate(config: GenerateConfig, out, *, workers: int = 1, ray_address: str 
     if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
         raise InputError(f"--shard {index}/{count} is not i/n with 0 <= i < n.", "Give e.g. --shard 0/4.")
     prepare_output(out, plan, overwrite=overwrite)
+    _remove_leftovers(out / SHARDS, plan.shard_count)
     shards = [s for s in range(plan.shard_count) if s % count == index]
     pending = [s for s in shards if not shard_is_complete(out / SHARDS, s)]
     done_before = sum(len(plan.shard_items(s)) for s in shards if s not in pending)
@@ -240,6 +241,19 @@ def generate(config: GenerateConfig, out, *, workers: int = 1, ray_address: str 
     except OSError as error:
         raise _output_error(out, error) from None
     return report
+
+
+def _remove_leftovers(folder: Path, shard_count: int) -> None:
+    """A run killed between finishing a shard and tidying up leaves its log behind. (Temporary
+    files of atomic writes are left alone: another process, e.g. --shard i/n, may be writing them.)"""
+    for path in folder.iterdir():
+        name = path.name
+        if name.startswith("shard-") and (name.endswith(".log") or name.endswith(".tar.partial")) and \
+                shard_is_complete(folder, int(name[len("shard-"):len("shard-") + 6])):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def finalize(plan: Plan, out) -> GenerateReport:
