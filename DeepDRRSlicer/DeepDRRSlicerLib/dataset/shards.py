@@ -6,7 +6,7 @@ A sample is a run of consecutive tar members named ``<key>.<suffix>``
 mode 0644, ustar), so the same samples give the same bytes.
 
 Writing: a shard grows as ``shard-NNNNNN.tar.partial`` with a line per
-processed image in ``shard-NNNNNN.log`` (offset and sha256 of each sample, or
+processed image in ``shard-NNNNNN.log`` (offset and CRC-32 of each sample, or
 why an image failed). A rerun checks the log against the partial file,
 truncates both to the last sample that verifies, and continues, so a resumed
 shard is byte-identical to an uninterrupted one. Only when a shard is
@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 BLOCK = 512
@@ -42,8 +43,8 @@ def tar_header(name: str, size: int) -> bytes:
     return info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
 
 
-def sample_bytes(key: str, members) -> bytes:
-    """The tar bytes of one sample: each (suffix, data) as member ``key.suffix``."""
+def sample_parts(key: str, members) -> list:
+    """The tar bytes of one sample, in pieces: each (suffix, data) as member ``key.suffix``."""
     parts = []
     for suffix, data in members:
         parts.append(tar_header(f"{key}.{suffix}", len(data)))
@@ -51,7 +52,11 @@ def sample_bytes(key: str, members) -> bytes:
         padding = (-len(data)) % BLOCK
         if padding:
             parts.append(b"\0" * padding)
-    return b"".join(parts)
+    return parts
+
+
+def sample_bytes(key: str, members) -> bytes:
+    return b"".join(sample_parts(key, members))
 
 
 def end_of_archive(size: int) -> bytes:
@@ -115,6 +120,10 @@ class ShardWriter:
             kept, size = self._verified_prefix(expected_keys)
         self._tar = open(self.partial, "r+b" if self.partial.exists() else "w+b")
         self._tar.truncate(size)
+        self._digest = hashlib.sha256()       # of the whole shard, kept up to date while appending
+        self._tar.seek(0)
+        for block in iter(lambda: self._tar.read(min(1 << 20, size - self._tar.tell())), b""):
+            self._digest.update(block)
         self._tar.seek(size)
         self.size = size
         self.records = kept
@@ -144,7 +153,7 @@ class ShardWriter:
                         break
                     handle.seek(start)
                     data = handle.read(end - start)
-                    if len(data) != end - start or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+                    if len(data) != end - start or zlib.crc32(data) != entry.get("crc32"):
                         break
                     size = end
                 elif entry.get("status") != "failed":
@@ -154,13 +163,15 @@ class ShardWriter:
 
     # ---- writing ------------------------------------------------------------------------------
     def append(self, key: str, members, row: dict) -> dict:
-        data = sample_bytes(key, members)
         start = self.size
-        self._tar.write(data)
+        crc = 0
+        for part in sample_parts(key, members):
+            self._tar.write(part)
+            self._digest.update(part)
+            crc = zlib.crc32(part, crc)
+            self.size += len(part)
         self._tar.flush()
-        self.size += len(data)
-        entry = {"key": key, "status": "ok", "start": start, "end": self.size,
-                 "sha256": hashlib.sha256(data).hexdigest(), "row": row}
+        entry = {"key": key, "status": "ok", "start": start, "end": self.size, "crc32": crc, "row": row}
         self._log_entry(entry)
         return entry
 
@@ -176,14 +187,12 @@ class ShardWriter:
 
     def finish(self, shard_record: dict) -> dict:
         """Close the archive, write the shard's record, then rename it into place."""
-        self._tar.write(end_of_archive(self.size))
+        end = end_of_archive(self.size)
+        self._tar.write(end)
         self._tar.flush()
         os.fsync(self._tar.fileno())
-        self._tar.seek(0)
-        digest = hashlib.sha256()
-        for block in iter(lambda: self._tar.read(1 << 20), b""):
-            digest.update(block)
-        total = self._tar.tell()
+        self._digest.update(end)
+        digest, total = self._digest, self.size + len(end)
         self.close()
         record = dict(shard_record)
         record.update({"file": self.final.name, "bytes": total, "sha256": digest.hexdigest()})
