@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import InputError, SimulationCancelled
 from .config import FORMAT_NAME, GenerateConfig
+from .inputs import INPUTS
 from .manifest import dataset_card, dataset_json, manifest_csv, manifest_row
 from .plan import Plan, make_plan
 from .render import ItemFailed, SampleRenderer, check_stages
@@ -71,50 +72,63 @@ def _output_error(out: Path, error: OSError) -> OutputError:
                        "Give --out a folder you can write to (and that is not read-only).")
 
 
-def prepare_output(out: Path, plan: Plan, overwrite: bool = False) -> None:
-    """Create ``out`` or accept it as this same dataset; never delete files this tool did not write."""
+def claim_output(out) -> Path:
+    """Check ``out`` is new, empty or one of our datasets, create it and mark it as ours."""
     out = Path(out)
-    if str(out).strip() == "":
-        raise InputError("The output folder is empty text.", "Give --out a folder path.")
+    if str(out).strip() in ("", "."):
+        raise InputError(f"The output folder {str(out)!r} is not a dataset folder name.",
+                         "Give --out a new folder, e.g. --out datasets/pelvis.")
     if out.exists() and not out.is_dir():
         raise InputError(f"Output path {out} exists and is not a folder.", "Give --out a folder (new or existing).")
-    plan_bytes = _plan_bytes(plan)
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise InputError(f"Output folder {out} is not empty and holds no DeepDRRSlicer dataset.",
-                             "Give a new or empty folder; files this tool did not write are never deleted.")
-        existing = (out / "plan.json").read_bytes() if (out / "plan.json").is_file() else None
-        if existing is not None and existing != plan_bytes:
-            if not overwrite:
-                raise InputError(f"Output folder {out} holds a different dataset ({_first_difference(existing, plan_bytes)}).",
-                                 "Give another --out, or add --overwrite to replace that dataset.")
-            remove_dataset(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise InputError(f"Output folder {out} is not empty and holds no DeepDRRSlicer dataset.",
+                         "Give a new or empty folder; files this tool did not write are never deleted.")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if not (out / MARKER).is_file():
+            atomic_write_bytes(out / MARKER, json.dumps({"format": FORMAT_NAME}).encode() + b"\n")
+    except OSError as error:
+        raise _output_error(out, error) from None
+    return out
+
+
+def prepare_output(out: Path, plan: Plan, overwrite: bool = False) -> None:
+    """Create ``out`` or accept it as this same dataset; never delete files this tool did not write."""
+    out = claim_output(out)
+    plan_bytes = _plan_bytes(plan)
+    existing = (out / "plan.json").read_bytes() if (out / "plan.json").is_file() else None
+    if existing is not None and existing != plan_bytes:
+        if not overwrite:
+            raise InputError(f"Output folder {out} holds a different dataset ({_first_difference(existing, plan_bytes)}).",
+                             "Give another --out, or add --overwrite to replace that dataset.")
+        remove_dataset(out, keep_inputs=True)
+        claim_output(out)
+    try:
         (out / SHARDS).mkdir(exist_ok=True)
-        atomic_write_bytes(out / MARKER, json.dumps({"format": FORMAT_NAME}).encode() + b"\n")
         atomic_write_bytes(out / "plan.json", plan_bytes)
     except OSError as error:
         raise _output_error(out, error) from None
 
 
-def remove_dataset(out: Path) -> None:
-    """Delete a dataset this tool wrote (its own files only)."""
+def remove_dataset(out: Path, keep_inputs: bool = False) -> None:
+    """Delete a dataset this tool wrote (its own files only; ``inputs/`` holds what the Slicer
+    module exported for it)."""
     out = Path(out)
+    folders = [SHARDS] if keep_inputs else [SHARDS, INPUTS]
     for name in OWN_FILES:
         try:
             (out / name).unlink()
         except FileNotFoundError:
             pass
-    shards = out / SHARDS
-    if shards.is_dir():
-        for path in shards.iterdir():
-            if path.name.startswith("shard-") or path.name.startswith(".shard-"):
-                path.unlink()
-        try:
-            shards.rmdir()
-        except OSError:
-            pass
+    for folder in (out / name for name in folders):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and (folder.name == INPUTS or path.name.startswith(("shard-", ".shard-"))):
+                    path.unlink()
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def _plan_bytes(plan: Plan) -> bytes:
@@ -284,5 +298,5 @@ def finalize(plan: Plan, out) -> GenerateReport:
                           seconds=0.0, complete=complete)
 
 
-__all__ = ["generate", "finalize", "render_shard", "prepare_output", "remove_dataset", "GenerateReport",
+__all__ = ["generate", "finalize", "render_shard", "prepare_output", "claim_output", "remove_dataset", "GenerateReport",
            "OutputError"]
