@@ -40,6 +40,7 @@ class DatasetRequest:
     stages: tuple = ("primary",)
     width: int = 256
     height: int = 256
+    pixel_spacing_mm: float | None = None   # None: the 298 mm panel over max(width, height)
     seed: int = 0
     shard_size: int = 64
     kvp: float = 90.0
@@ -116,6 +117,7 @@ def _config(request: DatasetRequest, out: Path):
                                None if labels_path is None else str(labels_path)))
     return GenerateConfig(cts=entries, sampling=sampling, jitter=jitter, randomize=randomize,
                           stages=tuple(request.stages), width=int(request.width), height=int(request.height),
+                          pixel_spacing_mm=request.pixel_spacing_mm,
                           seed=int(request.seed), kvp=float(request.kvp), label_names=label_names,
                           shard_size=int(request.shard_size))
 
