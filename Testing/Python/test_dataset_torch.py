@@ -97,3 +97,17 @@ def test_verify_catches_a_damaged_shard(generated, tmp_path):
     with pytest.raises(InputError, match="sha256"):
         ShardDataset(copy, verify=True)[0]
     assert np.isfinite(ShardDataset(copy, verify=True)[1]["primary"].numpy()).all()
+
+
+def test_example_training_loop_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "dataset_training_loop.py"
+    done = subprocess.run([sys.executable, str(script), "--images", "8", "--size", "32", "--epochs", "2",
+                           "--workers", "0"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    losses = [float(line.split("mean loss ")[1].split()[0]) for line in done.stdout.splitlines()
+              if line.startswith("epoch")]
+    assert len(losses) == 2 and all(np.isfinite(losses))
