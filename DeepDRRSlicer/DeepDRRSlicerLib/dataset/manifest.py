@@ -185,10 +185,14 @@ def dataset_card(plan: Plan, shard_records: list, rows: list, failed: list) -> b
     counts: dict = {}
     for row in rows:
         counts[row["ct_index"]] = counts.get(row["ct_index"], 0) + 1
+    blind: dict = {}
+    for failure in failed:
+        if failure["reason"].startswith("no ray"):
+            blind[failure["ct_index"]] = blind.get(failure["ct_index"], 0) + 1
     for info in plan.cts:
         status = info.status if info.status == "ok" else f"skipped: {info.reason}"
-        if info.no_ray_count:
-            status += f"; {info.no_ray_count} pose(s) put no ray through it"
+        if blind.get(info.index):
+            status += f"; {blind[info.index]} pose(s) put no ray through it"
         lines.append(f"| {info.index} | `{info.path}` | {(info.sha256 or '-')[:16]} | {counts.get(info.index, 0)} | "
                      f"{status} |")
     lines += [

@@ -4,13 +4,14 @@ Images are numbered CT by CT (all poses of CT 0, then CT 1, ...). Each CT's
 poses and physics parameters come from random streams keyed by
 ``(seed, CT index, parameter name)``, so adding a randomised parameter does
 not move the poses, and a CT's images do not depend on the other CTs. Each
-image also gets its own seed (for the noise stage), from ``(seed, CT index,
-pose index)``. Shards are fixed blocks of ``shard_size`` consecutive images:
-who renders a shard, and when, never changes what is in it.
+image also gets its own seed (for the noise stage), drawn from the CT's
+``image.seed`` stream. Shards are fixed blocks of ``shard_size`` consecutive
+images: who renders a shard, and when, never changes what is in it.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import warnings
@@ -41,7 +42,8 @@ class CTInfo:
     landmark_labels: list = field(default_factory=list)
     label_ids: list = field(default_factory=list)
     image_count: int = 0
-    no_ray_count: int = 0
+    checked_poses: int = 0          # poses checked for a ray through the CT while planning (the first ones)
+    blind_poses: int = 0            # of those, how many put no ray through it
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -72,11 +74,6 @@ def _stream(seed: int, ct: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(ct, zlib.crc32(name.encode()))))
 
 
-def item_seed(seed: int, ct: int, pose_index: int) -> int:
-    state = np.random.SeedSequence(seed, spawn_key=(ct, pose_index, 0x5EED)).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & (2**62 - 1)
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -96,6 +93,9 @@ def geometry_misses_volume(geometry: DetectorGeometry, corners_ras) -> bool:
         return False   # the box straddles the source plane: cannot rule it out cheaply
     low, high = uv.min(axis=0), uv.max(axis=0)
     return bool(high[0] < -0.5 or low[0] > geometry.width - 0.5 or high[1] < -0.5 or low[1] > geometry.height - 0.5)
+
+
+POSES_CHECKED_WHILE_PLANNING = 256
 
 
 class Plan:
@@ -129,8 +129,7 @@ class Plan:
             first, last = int(self.offsets[info.index]), int(self.offsets[info.index + 1])
             if last <= start or first >= stop or info.image_count == 0:
                 continue
-            ct_items = self.ct_items(info.index)
-            found.extend(ct_items[max(start, first) - first:min(stop, last) - first])
+            found.extend(_draw_ct_items(self, info.index, max(start, first) - first, min(stop, last) - first))
         return found
 
     def shard_items(self, shard: int) -> list[Item]:
@@ -164,38 +163,52 @@ def item_geometry(item: Item, config: GenerateConfig) -> DetectorGeometry:
     return geometry_from_pose(matrix, sid, sod, config.width, config.height, config.spacing_mm)
 
 
-def _draw_ct_items(plan: Plan, ct: int) -> list[Item]:
-    return list(_cached_items(id(plan), plan, ct))
+def _draw_ct_items(plan: Plan, ct: int, first: int = 0, last: int | None = None) -> list[Item]:
+    """Items ``first`` to ``last`` (pose indices) of CT ``ct``. Every draw is made for all of the
+    CT's poses at once (so a pose does not depend on which slice is asked for); only the
+    asked-for items are built."""
+    columns = _ct_columns(id(plan), plan, ct)
+    info = plan.cts[ct]
+    last = info.image_count if last is None else min(last, info.image_count)
+    offset = int(plan.offsets[ct])
+    items = []
+    for n in range(first, last):
+        if columns["poses"] is not None:
+            pose = copy.deepcopy(columns["poses"][n])
+        else:
+            pose = {k: float(columns[k][n]) for k in ("alpha", "beta", "sid", "sod")}
+        if "geometry" not in pose:
+            base_iso = pose.get("isocenter", info.isocenter_ras)
+            pose["isocenter"] = [float(base_iso[a] + columns["iso"][n, a]) for a in range(3)]
+            pose["roll"] = float(pose.get("roll", 0.0) + columns["roll"][n])
+        physics = {name: float(values[n]) for name, values in columns["physics"].items()}
+        items.append(Item(index=offset + n, key=sample_key(ct, n), ct=ct, pose_index=n, pose=pose,
+                          physics=physics, seed=int(columns["seed"][n])))
+    return items
 
 
-@lru_cache(maxsize=4)
-def _cached_items(_plan_id, plan: Plan, ct: int) -> tuple:
+@lru_cache(maxsize=8)
+def _ct_columns(_plan_id, plan: Plan, ct: int) -> dict:
     config = plan.config
     info = plan.cts[ct]
     count = info.image_count
-    offset = int(plan.offsets[ct])
-    if count == 0:
-        return ()
     seed = config.seed
-    poses: list[dict] = []
+    columns: dict = {"poses": None}
     if config.sampling is not None:
         params = config.sampling.parameters
         if config.sampling.is_grid:
-            axes = [params.get(k) for k in ("alpha", "beta", "sid", "sod")]
-            grids = [a.grid_values() if a is not None else np.array([DEFAULT_POSE[k]])
-                     for a, k in zip(axes, ("alpha", "beta", "sid", "sod"))]
+            grids = [params[k].grid_values() if k in params else np.array([DEFAULT_POSE[k]])
+                     for k in ("alpha", "beta", "sid", "sod")]
             mesh = np.meshgrid(*grids, indexing="ij")
-            columns = {k: m.ravel() for k, m in zip(("alpha", "beta", "sid", "sod"), mesh)}
+            columns.update({k: m.ravel() for k, m in zip(("alpha", "beta", "sid", "sod"), mesh)})
         else:
-            columns = {}
             for key in ("alpha", "beta", "sid", "sod"):
                 if key in params:
                     columns[key] = params[key].draw(_stream(seed, ct, f"pose.{key}"), count)
                 else:
                     columns[key] = np.full(count, DEFAULT_POSE[key])
-        for n in range(count):
-            poses.append({k: float(columns[k][n]) for k in ("alpha", "beta", "sid", "sod")})
     else:
+        poses = []
         for entry in _poses_for_ct(config, info):
             if "geometry" in entry:
                 poses.append({"geometry": entry["geometry"]})
@@ -206,23 +219,16 @@ def _cached_items(_plan_id, plan: Plan, ct: int) -> tuple:
                 if "isocenter" in entry:
                     pose["isocenter"] = [float(x) for x in entry["isocenter"]]
                 poses.append(pose)
+        columns["poses"] = poses
     jitter = config.jitter
-    iso_offsets = (_stream(seed, ct, "jitter.iso").uniform(-jitter.iso_mm, jitter.iso_mm, size=(count, 3))
-                   if jitter.iso_mm > 0 else np.zeros((count, 3)))
-    rolls = (_stream(seed, ct, "jitter.roll").uniform(-jitter.roll_deg, jitter.roll_deg, size=count)
-             if jitter.roll_deg > 0 else np.zeros(count))
-    physics_columns = {name: config.randomize[name].draw(_stream(seed, ct, f"physics.{name}"), count)
-                       for name in sorted(config.randomize)}
-    items = []
-    for n, pose in enumerate(poses):
-        if "geometry" not in pose:
-            base_iso = pose.get("isocenter", info.isocenter_ras)
-            pose["isocenter"] = [float(base_iso[a] + iso_offsets[n, a]) for a in range(3)]
-            pose["roll"] = float(pose.get("roll", 0.0) + rolls[n])
-        physics = {name: float(values[n]) for name, values in physics_columns.items()}
-        items.append(Item(index=offset + n, key=sample_key(ct, n), ct=ct, pose_index=n, pose=pose, physics=physics,
-                          seed=item_seed(seed, ct, n)))
-    return tuple(items)
+    columns["iso"] = (_stream(seed, ct, "jitter.iso").uniform(-jitter.iso_mm, jitter.iso_mm, size=(count, 3))
+                      if jitter.iso_mm > 0 else np.zeros((count, 3)))
+    columns["roll"] = (_stream(seed, ct, "jitter.roll").uniform(-jitter.roll_deg, jitter.roll_deg, size=count)
+                       if jitter.roll_deg > 0 else np.zeros(count))
+    columns["physics"] = {name: config.randomize[name].draw(_stream(seed, ct, f"physics.{name}"), count)
+                          for name in sorted(config.randomize)}
+    columns["seed"] = _stream(seed, ct, "image.seed").integers(0, 2**62, size=count)
+    return columns
 
 
 def _poses_for_ct(config: GenerateConfig, info: CTInfo) -> list[dict]:
@@ -303,15 +309,18 @@ def make_plan(config: GenerateConfig, progress=None) -> Plan:
         raise InputError(f"None of the {len(infos)} CT(s) can be used ({reasons}).",
                          "Check the paths and formats (NIfTI, NRRD, MetaImage or a DICOM folder).")
     for info in readable:
-        if info.image_count == 0:
-            continue
-        info.no_ray_count = sum(geometry_misses_volume(plan.geometry(item), info.corners_ras)
-                                for item in plan.ct_items(info.index))
+        # a pose range that misses the CT shows in its first poses already; every pose is checked
+        # again (cheaply) before it is rendered, and the report counts them all
+        items = _draw_ct_items(plan, info.index, 0, POSES_CHECKED_WHILE_PLANNING)
+        info.checked_poses = len(items)
+        info.blind_poses = sum(geometry_misses_volume(plan.geometry(item), info.corners_ras) for item in items)
     if plan.total == 0:
         raise InputError("The pose list gives no pose for any readable CT.",
                          "Check the 'ct' fields in the pose file, or drop them to use every pose for every CT.")
-    if all(info.no_ray_count == info.image_count for info in readable if info.image_count):
-        raise InputError("No pose puts a ray through any CT: every image would be blank.",
+    if all(info.blind_poses == info.checked_poses for info in readable if info.image_count):
+        raise InputError("No pose puts a ray through any CT: every image would be blank"
+                         + (f" (checked the first {POSES_CHECKED_WHILE_PLANNING} poses of each CT)."
+                            if plan.total > POSES_CHECKED_WHILE_PLANNING else "."),
                          "Check the isocentre and angle ranges (the isocentre should lie inside the patient; "
                          "a pose file's isocenter is in RAS mm).")
     return plan
@@ -405,4 +414,4 @@ def load_label_map(path, volume) -> np.ndarray:
 
 
 __all__ = ["Plan", "Item", "CTInfo", "make_plan", "item_geometry", "settings_for", "load_ct_entry",
-           "load_label_map", "geometry_misses_volume", "sample_key", "item_seed"]
+           "load_label_map", "geometry_misses_volume", "sample_key"]

@@ -20,7 +20,7 @@ from .config import FORMAT_NAME, GenerateConfig
 from .inputs import INPUTS
 from .manifest import dataset_card, dataset_json, manifest_csv, manifest_row
 from .plan import Plan, make_plan
-from .render import ItemFailed, SampleRenderer, check_stages
+from .render import NO_RAY, ItemFailed, SampleRenderer, check_stages
 from .shards import (ShardWriter, atomic_write_bytes, is_disk_full, read_shard_record, shard_is_complete,
                      shard_name)
 
@@ -179,8 +179,8 @@ def render_shard(plan: Plan, out: Path, shard: int, renderer: SampleRenderer, ca
             if on_image is not None:
                 on_image(True)
         record = {"shard": shard, "images": [e["row"] for e in writer.records if e["status"] == "ok"],
-                  "failed": [{"key": e["key"], "reason": e["reason"]} for e in writer.records
-                             if e["status"] == "failed"]}
+                  "failed": [{"key": e["key"], "ct_index": e["row"]["ct_index"], "reason": e["reason"]}
+                             for e in writer.records if e["status"] == "failed"]}
         return writer.finish(record)
     except OSError as error:
         writer.close()
@@ -283,6 +283,10 @@ def finalize(plan: Plan, out) -> GenerateReport:
         records.append(record)
         rows.extend(record["images"])
         failed.extend(record["failed"])
+    blind: dict = {}
+    for failure in failed:
+        if failure["reason"] == NO_RAY:
+            blind[failure["ct_index"]] = blind.get(failure["ct_index"], 0) + 1
     if complete:
         try:
             atomic_write_bytes(out / "manifest.csv", manifest_csv(plan, rows))
@@ -291,8 +295,8 @@ def finalize(plan: Plan, out) -> GenerateReport:
         except OSError as error:
             raise _output_error(out, error) from None
     skipped = [{"index": c.index, "path": c.path, "reason": c.reason} for c in plan.cts if c.status != "ok"]
-    no_ray = [{"index": c.index, "path": c.path, "poses": c.no_ray_count, "of": c.image_count}
-              for c in plan.cts if c.no_ray_count]
+    no_ray = [{"index": c.index, "path": c.path, "poses": blind[c.index], "of": c.image_count}
+              for c in plan.cts if blind.get(c.index)]
     return GenerateReport(out=out, planned=plan.total, written=len(rows), failed=failed, skipped_cts=skipped,
                           no_ray=no_ray, shards_total=plan.shard_count, shards_done=len(records), rendered_now=0,
                           seconds=0.0, complete=complete)
