@@ -12,7 +12,7 @@ EXIT_INCOMPLETE = 1
 
 
 def add_generate_parser(commands) -> argparse.ArgumentParser:
-    from ..projector import ALGORITHMS
+    from ..projector import ALGORITHMS, DEVICES
 
     gen = commands.add_parser(
         "generate", help="make a labelled 2D dataset from many CTs and poses",
@@ -45,7 +45,7 @@ def add_generate_parser(commands) -> argparse.ArgumentParser:
     physics.add_argument("--filtration", default="Al=3.3", help="added filtration (default Al=3.3)")
     physics.add_argument("--materials", choices=["threshold"], default="threshold", help="material decomposition")
     physics.add_argument("--algorithm", choices=list(ALGORITHMS), help="projector (default: the engine's)")
-    physics.add_argument("--device", choices=["auto", "cpu"], default="auto", help="projector device")
+    physics.add_argument("--device", choices=list(DEVICES), default="auto", help="projector device")
     image = gen.add_argument_group("images and labels")
     image.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(256, 256),
                        help="detector pixels (default 256 256)")
