@@ -349,6 +349,13 @@ def settings_for(config: GenerateConfig, physics: dict):
     if config.algorithm is not None:
         kwargs["algorithm"] = config.algorithm
     settings = SimulationSettings(**kwargs)
+    if hasattr(settings, "stages"):
+        # a pipeline that computes stages on request: ask only for those the dataset stores
+        from .. import pipeline
+
+        offered = tuple(getattr(pipeline, "STAGES", ()))
+        wanted = tuple(stage for stage in config.stages if stage in offered)
+        settings.stages = wanted or offered[:1]
     for name, value in physics.items():
         if name in ("sid", "sod"):
             continue
