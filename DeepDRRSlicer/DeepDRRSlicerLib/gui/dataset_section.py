@@ -27,7 +27,7 @@ class DatasetSection(PanelSection):
         box = self.ui.datasetCollapsibleButton
         form = box.layout() if box.layout() is not None else qt.QFormLayout(box)
         self.out_edit = ctk.ctkPathLineEdit()
-        self.out_edit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Writable
+        self.out_edit.filters = ctk.ctkPathLineEdit.Dirs
         self.out_edit.settingKey = "DeepDRRSlicer/DatasetFolder"
         self.out_edit.toolTip = _("Folder of the dataset: new or empty, or the folder of a run to resume.")
         self.labels_selector = slicer.qMRMLNodeComboBox()
