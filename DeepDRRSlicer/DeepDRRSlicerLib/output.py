@@ -13,13 +13,17 @@ from .errors import InputError
 from .pipeline import SimulationResult
 
 
-def display_image(stage: str, image: np.ndarray) -> np.ndarray:
-    """8-bit preview. Detector-signal stages (I/I0) show dense matter dark, as a C-arm
-    monitor does; line integrals show more material brighter. Like a C-arm's automatic
-    window, the 1-99 percentile range is taken over the central 70 % of the field, from
-    the pixels whose rays crossed the patient."""
+def is_detector_signal(stage: str) -> bool:
+    """Whether a stage is a detector signal (I/I0: dense matter dark), not a line integral (more matter brighter)."""
+    return not stage.startswith("line_integral")
+
+
+def _window(stage: str, image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(display values, low, high): detector signals are shown logarithmically. Like a C-arm's automatic
+    window, the 1-99 percentile range is taken over the central 70 % of the field, from the pixels whose
+    rays crossed the patient."""
     image = np.asarray(image, dtype=np.float64)
-    if stage.startswith("line_integral"):
+    if not is_detector_signal(stage):
         values = image
         in_body = values > 0.02 * values.max()
     else:
@@ -36,6 +40,26 @@ def display_image(stage: str, image: np.ndarray) -> np.ndarray:
     low, high = np.percentile(window_from, [1.0, 99.0])
     if high <= low:
         high = low + 1.0
+    return values, float(low), float(high)
+
+
+def auto_window(stage: str, image: np.ndarray) -> tuple[float, float]:
+    """The display range of ``display_image``, in the image's own units (I/I0 or g/cm2).
+
+    Detector signals map logarithmically between the two (``display_image``); a viewer with a linear
+    window needs a logarithmic gray ramp between them to show the same picture.
+    """
+    _, low, high = _window(stage, image)
+    if is_detector_signal(stage):
+        return float(np.exp(low)), float(np.exp(high))
+    return low, high
+
+
+def display_image(stage: str, image: np.ndarray) -> np.ndarray:
+    """8-bit preview. Detector-signal stages (I/I0) show dense matter dark, as a C-arm
+    monitor does; line integrals show more material brighter. The window is a C-arm's
+    automatic window (``auto_window``)."""
+    values, low, high = _window(stage, image)
     return (np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
