@@ -38,4 +38,9 @@ else
 fi
 
 "$CMAKE" -S . -B build -DPython3_EXECUTABLE="$PWD/$VENV_PY" >/dev/null
-"$CTEST" --test-dir build --output-on-failure --no-tests=error "$@"
+rm -rf build/layer-counts
+status=0
+"$CTEST" --test-dir build --output-on-failure --no-tests=error "$@" || status=$?
+# ctest says only whether each layer passed; show what ran inside each one.
+"$VENV_PY" Testing/run_pytest_layer.py --summary build/layer-counts
+exit "$status"

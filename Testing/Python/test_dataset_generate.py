@@ -394,3 +394,19 @@ def test_randomising_another_parameter_keeps_the_poses(tmp_path):
     plans = [json.loads((tmp_path / name / "shards" / "shard-000000.json").read_text()) for name in "ab"]
     assert [r["alpha_deg"] for r in plans[0]["images"]] == [r["alpha_deg"] for r in plans[1]["images"]]
     assert os.path.getsize(tmp_path / "a" / "manifest.csv") < os.path.getsize(tmp_path / "b" / "manifest.csv")
+
+
+def test_sigterm_stops_a_run_that_the_same_command_resumes(serial, tmp_path):
+    out = tmp_path / "terminated"
+    command = [sys.executable, "-m", "DeepDRRSlicerLib.cli", *BASE, "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "shards" / "shard-000000.tar").exists():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived (a very fast machine)")
+    assert process.returncode == 130 and "rerun the same command to resume" in err
+    assert run(BASE, out) == 0
+    assert digests(out) == digests(serial)

@@ -152,6 +152,11 @@ def generate_command(args) -> int:
     try:
         report = generate(config, args.out, workers=args.workers, ray_address=args.ray, shard_filter=shard_filter,
                           overwrite=args.overwrite, progress=bar)
+    except KeyboardInterrupt:   # Ctrl-C, or SIGTERM (the CLI turns it into an interrupt)
+        bar.close()
+        print(f"cancelled: the shards finished in {args.out} are kept and the one being written is not readable "
+              "by loaders; rerun the same command to resume", file=sys.stderr)
+        return 130
     finally:
         bar.close()
     for ct in report.skipped_cts:
