@@ -82,8 +82,6 @@ def main() -> None:
         print(f"Ray local cluster with {args.workers} worker CPUs started in {time.perf_counter() - start:.1f} s "
               "(not in the timings)")
     try:
-        # compile the projector kernels once (cached on disk for the worker processes)
-        timed(config(2, 32, ("primary",), 2))
         for stage_text in stage_sets:
             stages = tuple(stage_text.split(","))
             cfg = config(args.images, args.size, stages, args.shard_size)
@@ -92,6 +90,8 @@ def main() -> None:
             if missing:
                 print(f"\nstages {stage_text}: not available in this engine ({', '.join(missing)} missing)")
                 continue
+            # compile this stage set's kernels first (numba caches them on disk for the worker processes)
+            timed(config(2, 32, stages, 2))
             print(f"\nstages {stage_text}")
             print(f"  {'mode':<22} {'seconds':>8} {'images/s':>9} {'overhead vs serial':>19}  output")
             serial_s, serial_digest = timed(cfg)
