@@ -7,8 +7,9 @@ and turn them into the C-arm set-up and the engine settings. A new panel
 parameter that changes the simulation is mapped here, where CI can test it.
 
 Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
-``detectorPixels``, ``detectorSize``, ``kvp``, ``smoothInterpolation``,
-``livePreview``; ``stage`` (an enum whose ``value`` is a stage name).
+``detectorPixels``, ``detectorSize``, ``kvp``, ``livePreview``; ``stage`` (an enum whose ``value``
+is a stage name). The projector is the engine's default (smooth at any CT resolution and the fastest),
+so the panel has no algorithm choice.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ def carm_setup(parameters) -> CArmSetup:
 
 def simulation_settings(parameters) -> SimulationSettings:
     """The engine's physics settings of the panel."""
-    return SimulationSettings(kvp=float(parameters.kvp),
-                              algorithm="trilinear" if parameters.smoothInterpolation else "siddon")
+    return SimulationSettings(kvp=float(parameters.kvp))
 
 
 def simulate_from_parameters(logic, parameters, progress=None):
