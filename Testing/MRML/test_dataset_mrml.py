@@ -54,15 +54,23 @@ def test_nodes_give_the_same_images_as_the_files_they_came_from(tmp_path, ct_nod
     assert main(["generate", "--ct", str(resources.sample_ct_path()), "--landmarks",
                  str(resources.sample_landmarks_path()), "--sample", SAMPLE, "--randomize", "kvp=70:110",
                  "--size", "40", "32", "--shard-size", "2", "--quiet", "--out", str(tmp_path / "from_files")]) == 0
+    from DeepDRRSlicerLib.geometry import DetectorGeometry
+    from DeepDRRSlicerLib.materials import decompose
+    from DeepDRRSlicerLib.projector import project
+    from DeepDRRSlicerLib.volume import load_volume
+
+    materials = decompose(load_volume(resources.sample_ct_path()))
     from_nodes, from_files = ShardDataset(tmp_path / "from_nodes"), ShardDataset(tmp_path / "from_files")
     for index in range(5):
-        a, b = from_nodes.read_raw(index)[0], from_files.read_raw(index)[0]
+        (a, geometry, _, _), b = from_nodes.read_raw(index), from_files.read_raw(index)[0]
         np.testing.assert_allclose(a["primary"], b["primary"], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(a["landmarks"], b["landmarks"], rtol=1e-6, atol=1e-4)
-        # the label map of bone projects where the bone line integral is: same rays, same projector
-        bone = a["line_integrals"][2]
+        # the label map of bone projects where exact (Siddon) paths cross bone voxels: same rays, same projector
+        bone = project(materials, DetectorGeometry.from_dict(geometry), algorithm="siddon").line_integrals[2]
         assert a["masks"].shape == (1, 32, 40)
         assert np.array_equal(a["masks"][0] > 0, bone > 0)
+        path_mm = a["path_lengths"][0]
+        assert np.all(path_mm[bone > 0] > 0) and path_mm.max() > 30
     structures = ShardDataset(tmp_path / "from_nodes").read_raw(0)[2]["structures"]
     assert structures == [{"id": 4, "name": structures[0]["name"]}]
     assert np.allclose(ijk_to_ras(bone_labels), ijk_to_ras(ct_node))

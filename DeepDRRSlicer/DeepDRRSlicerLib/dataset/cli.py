@@ -51,6 +51,9 @@ def add_generate_parser(commands) -> argparse.ArgumentParser:
                        help="detector pixels (default 256 256)")
     image.add_argument("--pixel-spacing", type=float, metavar="MM",
                        help="detector pixel spacing (default: the 298 mm panel over max(W, H))")
+    image.add_argument("--mask-algorithm", choices=list(ALGORITHMS), default="siddon",
+                       help="projector for label path lengths and masks (default siddon: exact paths through "
+                            "the labelled voxels, so a mask is not widened by interpolation)")
     image.add_argument("--heatmap-sigma", type=float, default=2.0, metavar="PX",
                        help="landmark heatmap Gaussian sigma in pixels; 0 stores none (default 2)")
     run = gen.add_argument_group("running")
@@ -103,6 +106,7 @@ def config_from_args(args):
         width=args.size[0], height=args.size[1], pixel_spacing_mm=args.pixel_spacing,
         seed=args.seed, kvp=args.kvp, filtration=parse_filtration(args.filtration), materials=args.materials,
         algorithm=args.algorithm, device=args.device, heatmap_sigma_px=args.heatmap_sigma,
+        mask_algorithm=args.mask_algorithm,
         label_names=read_label_names(args.label_names) if args.label_names else {},
         shard_size=args.shard_size,
     )

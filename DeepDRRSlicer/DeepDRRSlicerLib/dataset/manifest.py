@@ -85,6 +85,13 @@ def member_table(plan: Plan) -> dict:
             unit = "I/I0"
         members[f"{stage}.npy"] = {"dtype": "float32", "shape": [height, width], "units": unit,
                                    "description": f"stage '{stage}' of the simulation"}
+    from ..pipeline import SimulationResult
+
+    if "masks" in getattr(SimulationResult, "__dataclass_fields__", {}):
+        members["truncation.npy"] = {
+            "dtype": "uint8", "shape": [height, width], "units": "0/1",
+            "description": "1 where the pixel's ray enters or leaves the CT through a face that cuts the body "
+                           "(the image there does not show the whole patient)"}
     sizes = {"M": len(plan.material_names), "L": len(plan.landmark_labels), "S": len(plan.structures),
              "H": height, "W": width, "4": 4}
     for name, (dtype, shape, units, description) in MEMBER_DOCS.items():

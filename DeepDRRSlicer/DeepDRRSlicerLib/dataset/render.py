@@ -182,6 +182,8 @@ class SampleRenderer:
                 raise InputError(f"The pipeline did not produce stage {stage!r} (it made {', '.join(result.stages)}).",
                                  "Choose --stages among those.")
         arrays["line_integrals"] = line_integrals
+        for name, mask in sorted(getattr(result, "masks", {}).items()):   # e.g. the truncation mask
+            arrays[name if name not in arrays else f"{name}_mask"] = (np.asarray(mask) > 0).astype(np.uint8)
         height, width = geometry.shape
         if self.plan.landmark_labels:
             points = landmark_array(result.landmarks or [], self.plan.landmark_labels)
