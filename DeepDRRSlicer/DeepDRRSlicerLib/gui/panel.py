@@ -73,6 +73,7 @@ class PanelSection:
 def panel_sections() -> list:
     """The panel's section classes, in the order their hooks run."""
     from .carm_section import CArmSection
+    from .dataset_section import DatasetSection
     from .display_section import DisplaySection
     from .gpu_section import GpuSection
     from .install_section import InstallSection
@@ -80,4 +81,4 @@ def panel_sections() -> list:
     from .simulate_section import SimulateSection
 
     # LiveSection last: it may stop the live view or report an error after the others refreshed their states.
-    return [SimulateSection, CArmSection, DisplaySection, InstallSection, GpuSection, LiveSection]
+    return [SimulateSection, CArmSection, DisplaySection, InstallSection, GpuSection, DatasetSection, LiveSection]
