@@ -9,9 +9,8 @@
 // per-material density channels.
 //
 // Differences from the CPU kernel, all at float32 rounding level: samples and sums are float32 (the
-// per-ray setup is float64); a sample's in-slice position is computed directly from the ray's first
-// interior cell (no running sum); samples are summed in the order that visits the slab axis k upwards
-// (see below), not end cells first.
+// per-ray setup is float64; in-slice positions are 64-bit fixed point, see DRR_FIXED_BITS); samples are
+// summed in the order that visits the slab axis k upwards (see below), not end cells first.
 //
 // Slabs. A volume larger than free device memory is projected in slabs of padded k-planes. Every
 // sample is owned by the slab holding the lower k-plane of its interpolation (``plane_first <= k0 <
