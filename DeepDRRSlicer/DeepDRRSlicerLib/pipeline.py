@@ -181,7 +181,7 @@ class Simulator:
         projection = project(self.materials, geometry, primary_model=self.primary_model,
                              device=self.settings.device, algorithm=self.settings.algorithm, progress=progress)
         timings["projector"] = projection.seconds
-        warnings = []
+        warnings = list(projection.warnings)
         if not np.any(projection.line_integrals):
             if rays_cross_box(geometry, self.materials.ijk_to_ras, self.materials.density.shape):
                 warnings.append("the rays cross only air (no material denser than 0 g/cm3 on their path): the "
@@ -213,6 +213,20 @@ class Simulator:
                                 landmarks=projected, timings=timings, backend=projection.backend,
                                 notes=notes, settings=self.settings, warnings=warnings,
                                 spectrum_summary=self.spectrum_summary, masks={"truncation": truncated})
+
+    def render_batch(self, geometries, *, landmarks=None, keep_on_device: bool = False,
+                     device_memory_limit: int | None = None, progress=None):
+        """Project many poses (one detector size) in one call; on the GPU, in one launch per batch.
+
+        Returns a ``batch.BatchResult``: ``.primary`` (N, H, W) and ``.line_integrals`` (N, M, H, W),
+        numpy arrays or, with ``keep_on_device`` on the GPU, ``cuda.DeviceArray`` shared through DLPack
+        (``torch.from_dlpack(batch.primary)``); ``.result(i)`` is pose i as a SimulationResult.
+        ``device_memory_limit`` (bytes) caps the GPU memory used (larger CTs go in slabs).
+        """
+        from .batch import render_batch
+
+        return render_batch(self, geometries, landmarks=landmarks, keep_on_device=keep_on_device,
+                            device_memory_limit=device_memory_limit, progress=progress)
 
 
 def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSettings | None = None,
