@@ -14,7 +14,7 @@ import numpy as np
 from .errors import InputError
 from .geometry import DetectorGeometry
 from .landmarks import ProjectedLandmark, project_landmarks
-from .materials import MaterialVolume, decompose
+from .materials import DEFAULT_DENSITY_MODEL, DEFAULT_METHOD, MaterialVolume, decompose
 from .primary import PrimaryModel
 from .projector import ALGORITHMS, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
@@ -31,9 +31,12 @@ class SimulationSettings:
     kvp: float = DEFAULT_KVP
     filtration: dict = field(default_factory=lambda: dict(DEFAULT_FILTRATION))
     mode: str = "polychromatic"
-    materials: str = "threshold"
+    materials: str = DEFAULT_METHOD            # "network" or "threshold"
     device: str = "auto"
     algorithm: str = "siddon"
+    density_model: str = DEFAULT_DENSITY_MODEL  # "calibrated" or "deepdrr"
+    metal: str = "titanium"                    # "titanium", "steel", "cocr" or "none"
+    materials_cache: str | None = None         # folder caching the network's output per CT
 
     def validate(self) -> None:
         low, high = tabulated_kvp_range()
@@ -82,13 +85,19 @@ class Simulator:
     """Materials and spectrum prepared once for one CT; ``render`` projects one pose."""
 
     def __init__(self, volume: Volume, settings: SimulationSettings | None = None,
-                 materials: MaterialVolume | None = None):
+                 materials: MaterialVolume | None = None, progress=None):
+        """``progress(fraction)`` follows the material decomposition and may raise SimulationCancelled."""
         self.settings = settings or SimulationSettings()
         self.settings.validate()
         self.volume = volume
         self.timings: dict = {}
+        self.notes: list = []
         start = time.perf_counter()
-        self.materials = materials if materials is not None else decompose(volume, self.settings.materials)
+        if materials is None:
+            materials = decompose(volume, self.settings.materials, density_model=self.settings.density_model,
+                                  metal=self.settings.metal, device=self.settings.device,
+                                  cache_dir=self.settings.materials_cache, notes=self.notes, progress=progress)
+        self.materials = materials
         self.timings["materials"] = time.perf_counter() - start
         self.primary_model = None
         self.spectrum_summary = None
@@ -125,7 +134,8 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=list(projection.notes), settings=self.settings, warnings=warnings,
+                                notes=list(self.notes) + list(projection.notes), settings=self.settings,
+                                warnings=warnings,
                                 spectrum_summary=self.spectrum_summary)
 
 
