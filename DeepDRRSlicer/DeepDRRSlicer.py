@@ -21,10 +21,15 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer import (
+    vtkMRMLLinearTransformNode,
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -133,6 +138,8 @@ class DeepDRRSlicerParameterNode:
     smoothInterpolation - trilinear ray march instead of exact voxel paths (hides the grid of coarse CTs).
     stage - the stage the Fluoro view shows.
     livePreview - re-render while the C-arm moves.
+    materials, densityModel, metal - material decomposition (network/threshold, calibrated/deepdrr, implant metal).
+    materialSegmentation - optional segmentation whose segments (named after a material) override the materials.
     """
 
     ct: vtkMRMLScalarVolumeNode
@@ -148,6 +155,10 @@ class DeepDRRSlicerParameterNode:
     smoothInterpolation: bool = False
     stage: FluoroStage = FluoroStage.PRIMARY
     livePreview: bool = True
+    materials: Annotated[str, Choice(["network", "threshold"])] = "network"
+    densityModel: Annotated[str, Choice(["calibrated", "deepdrr"])] = "calibrated"
+    metal: Annotated[str, Choice(["titanium", "steel", "cocr", "none"])] = "titanium"
+    materialSegmentation: vtkMRMLSegmentationNode
 
 
 class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

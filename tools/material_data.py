@@ -266,3 +266,13 @@ def pelvis_labelled(files) -> LabelledCT:
 def pelvis_full(files):
     """The whole bundled pelvis CT (no complete label map; held out)."""
     return _quiet_load(files["tests/reference_files/example_ct.nii.gz"])
+
+
+def extract_extra(member: str) -> Path:
+    """Another file of the totalsegmentator sdist (``member`` relative to its root), extracted once."""
+    target = CACHE / "extracted" / "totalsegmentator" / member
+    if not target.exists():
+        requirement, filename, _sha, _extra = ARCHIVES["totalsegmentator"]
+        with tarfile.open(CACHE / "downloads" / filename) as archive:
+            _extract(lambda m: archive.extractfile("totalsegmentator-2.18.0/" + m).read(), member, target)
+    return target

@@ -229,6 +229,63 @@ def clean_probabilities(probabilities: np.ndarray, hu, floor: float = 1e-3) -> n
     return probabilities
 
 
+@dataclass(frozen=True, eq=False)
+class MaterialOverride:
+    """Inside ``mask`` (bool [k, j, i] on the CT grid) the voxels are ``material``.
+
+    ``density``: "nominal" (the material's own density: right for implants,
+    whose CT numbers saturate), "ct" (keep the density the CT gave), or None to
+    choose: nominal for materials denser than 3 g/cm3 (metals), else ct.
+    """
+
+    mask: np.ndarray
+    material: str
+    density: str | None = None
+
+
+def override_materials(materials: MaterialVolume, overrides) -> MaterialVolume:
+    """A copy of ``materials`` with each override applied in order (a later one wins where masks overlap).
+
+    The original is not modified. Unknown materials raise InputError naming the known ones.
+    """
+    from .attenuation import get_material
+
+    overrides = list(overrides)
+    if not overrides:
+        return materials
+    names = list(materials.names)
+    for override in overrides:
+        try:
+            name = get_material(override.material).name
+        except ValueError as error:
+            raise InputError(f"Cannot override with material {override.material!r}: {error}",
+                             "Pick a material from the list, e.g. titanium_alloy, stainless_steel, bone.") from None
+        if np.shape(override.mask) != materials.density.shape:
+            raise InputError(f"Override mask for {name} has shape {np.shape(override.mask)}, the CT "
+                             f"{materials.density.shape}.", "Export the segment on the CT's grid.")
+        if name not in names:
+            names.append(name)
+    fractions = materials.material_fractions()
+    if len(names) > fractions.shape[0]:
+        extra = np.zeros((len(names) - fractions.shape[0], *fractions.shape[1:]), dtype=np.float32)
+        fractions = np.concatenate([fractions, extra])
+    else:
+        fractions = fractions.copy()
+    density = materials.density.copy()
+    for override in overrides:
+        material = get_material(override.material)
+        mask = np.asarray(override.mask, dtype=bool)
+        mode = override.density or ("nominal" if material.density > 3.0 else "ct")
+        if mode not in ("nominal", "ct"):
+            raise InputError(f"Unknown density mode {mode!r} for an override.", "Use 'nominal' or 'ct'.")
+        fractions[:, mask] = 0.0
+        fractions[names.index(material.name), mask] = 1.0
+        density[mask] = material.density if mode == "nominal" else materials.density[mask]
+    labels = np.argmax(fractions, axis=0).astype(np.uint8)
+    return MaterialVolume(density=density, labels=labels, names=tuple(names), ijk_to_ras=materials.ijk_to_ras,
+                          method=f"{materials.method}, with overrides", fractions=fractions)
+
+
 def from_label_map(volume: Volume, labels, names) -> MaterialVolume:
     """Materials from a user label map on the CT grid (e.g. a segmentation)."""
     labels = np.asarray(labels)

@@ -76,7 +76,8 @@ def panel_sections() -> list:
     from .display_section import DisplaySection
     from .install_section import InstallSection
     from .live_section import LiveSection
+    from .materials_section import MaterialsSection
     from .simulate_section import SimulateSection
 
     # LiveSection last: it may stop the live view or report an error after the others refreshed their states.
-    return [SimulateSection, CArmSection, DisplaySection, InstallSection, LiveSection]
+    return [SimulateSection, CArmSection, MaterialsSection, DisplaySection, InstallSection, LiveSection]
