@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     volume = load_volume(args.ct)
     load_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    materials = decompose(volume)
+    materials = decompose(volume, "threshold", density_model="deepdrr", metal="none")   # DeepDRR's 3 materials
     materials.packed_for_cpu()
     prepare_seconds = time.perf_counter() - start
     model = PrimaryModel.for_spectrum(tube_spectrum(90, {"Al": 3.3}), materials.names)

@@ -375,10 +375,12 @@ def predict_probabilities(loaded: LoadedModel, hu_working: np.ndarray, progress=
     with torch.inference_mode():
         for index, (s0, s1, s2) in enumerate(starts_list):
             sizes = [p[0] for p in plans]
-            block = np.full(sizes, -1024.0, dtype=np.float32)   # pad with air
             region = tuple(slice(s, min(s + z, n)) for s, z, n in zip((s0, s1, s2), sizes, shape))
             extent = tuple(r.stop - r.start for r in region)
-            block[: extent[0], : extent[1], : extent[2]] = hu_working[region]
+            # Pad past the CT's end by repeating its last slice, as training does (an air slab there
+            # would be a body that ends, which real scans never show).
+            block = np.pad(np.asarray(hu_working[region], dtype=np.float32),
+                           [(0, z - e) for z, e in zip(sizes, extent)], mode="edge")
             x = input_channels(torch.from_numpy(block).to(device))[None]
             probabilities = torch.softmax(loaded.model(x), dim=1)[0].float().cpu().numpy()
             tapers = [_taper(z, overlap, s == p[1][0], s == p[1][-1]) for z, s, p in zip(sizes, (s0, s1, s2), plans)]
@@ -468,6 +470,26 @@ def cache_key(hu: np.ndarray, ijk_to_ras, weights_sha256: str) -> str:
     return h.hexdigest()
 
 
+_RECENT: dict = {}
+_RECENT_SIZE = 2
+
+
+def remembered_segment_working(hu, ijk_to_ras, *, device: str = "auto", progress=None) -> WorkingProbabilities:
+    """:func:`segment_working` for the shipped weights, remembering the last few CTs in this process
+    (a reloaded CT, or several simulators of the same CT, do not rerun the network)."""
+    loaded = load_model(None, _device(device))
+    key = (cache_key(hu, ijk_to_ras, loaded.sha256), loaded.device)
+    if key in _RECENT:
+        if progress is not None:
+            progress(1.0)
+        return _RECENT[key]
+    result = segment_working(hu, ijk_to_ras, progress=progress, loaded=loaded)
+    _RECENT[key] = result
+    while len(_RECENT) > _RECENT_SIZE:
+        _RECENT.pop(next(iter(_RECENT)))
+    return result
+
+
 def cached_segment_working(hu, ijk_to_ras, cache_dir, *, device: str = "auto", weights_path=None,
                            progress=None) -> tuple[WorkingProbabilities, bool]:
     """:func:`segment_working` through a folder cache: (result, whether it came from the cache)."""
@@ -528,5 +550,6 @@ def _progress_stages(progress, weights):
 __all__ = ["CLASS_NAMES", "NetworkConfig", "NetworkUnavailable", "ModelWeightsError", "LoadedModel", "torch_status",
            "default_weights_path", "build_model", "input_channels", "load_model", "save_weights", "canonical_axes",
            "to_canonical", "from_canonical", "working_shape", "resample", "predict_probabilities", "segment",
-           "segment_working", "WorkingProbabilities", "cache_key", "cached_segment_working", "SimulationCancelled",
+           "segment_working", "WorkingProbabilities", "cache_key", "cached_segment_working",
+           "remembered_segment_working", "SimulationCancelled",
            "TORCH_FIX"]

@@ -205,8 +205,8 @@ def _network_probabilities(volume: Volume, device, cache_dir, notes: list, netwo
                                                                           device=device, progress=progress)
             notes.append(f"network output {'read from' if hit else 'stored in'} the materials cache {cache_dir}")
         else:
-            network_output = material_network.segment_working(volume.hu, volume.ijk_to_ras, device=device,
-                                                               progress=progress)
+            network_output = material_network.remembered_segment_working(volume.hu, volume.ijk_to_ras, device=device,
+                                                                         progress=progress)
     elif progress is not None:
         progress(1.0)
     probabilities = network_output.to_native()

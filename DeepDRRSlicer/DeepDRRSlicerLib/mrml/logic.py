@@ -197,7 +197,7 @@ class DeepDRRLogic:
                 if available:
                     network_share = 0.0 if entry.network is not None else 0.9
                     if entry.network is None:
-                        entry.network = material_network.segment_working(
+                        entry.network = material_network.remembered_segment_working(
                             entry.volume.hu, entry.volume.ijk_to_ras, device=settings.device,
                             progress=_part(progress, 0.0, network_share))
                         self.stats["network_runs"] += 1
