@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "DeepDRRSlicer"))
 import material_data  # noqa: E402
 from DeepDRRSlicerLib import material_network as mn  # noqa: E402
 from DeepDRRSlicerLib.geometry import CArm  # noqa: E402
-from DeepDRRSlicerLib.materials import SOFT_TISSUE_MAX_HU, MaterialVolume, clean_probabilities, decompose  # noqa: E402
+from DeepDRRSlicerLib.materials import SOFT_TISSUE_MAX_HU, MaterialVolume, class_probabilities, decompose  # noqa: E402
 from DeepDRRSlicerLib.hu_calibration import deepdrr_density  # noqa: E402
 from DeepDRRSlicerLib.metal import metal_mask  # noqa: E402
 from DeepDRRSlicerLib.projector import project  # noqa: E402
@@ -50,9 +50,8 @@ def dice(a, b) -> float:
 
 
 def network_classes(hu, ijk_to_ras):
-    probabilities, info = mn.segment(hu, ijk_to_ras, device="cpu")
-    clean_probabilities(probabilities, hu)
-    return probabilities, info
+    """The class probabilities the decomposition uses (network, cleaned; thresholds near implants)."""
+    return class_probabilities(Volume.from_array(hu, ijk_to_ras), "network", device="cpu"), {}
 
 
 def section_dice(held_out) -> dict:

@@ -33,6 +33,9 @@ DEFAULT_METHOD = "network"
 DEFAULT_DENSITY_MODEL = "calibrated"
 #: Network bone probability is faded out between these HU (air partial volume is not bone).
 BONE_GATE_HU = (-500.0, -200.0)
+#: Within this distance of an implant the network's classes give way to the thresholds: the network saw
+#: only synthetic implants, and real streaks and blooming mislead it (see Resources/Models/README.md).
+METAL_ARTEFACT_MM = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,7 +141,7 @@ def decompose(volume: Volume, method: str = DEFAULT_METHOD, *, density_model: st
     reuses an earlier network run on the same CT.
     """
     from . import hu_calibration
-    from .metal import metal_mask, metal_material
+    from .metal import metal_material
 
     if method not in MATERIAL_METHODS:
         raise InputError(f"Material method {method!r} is not available.",
@@ -150,14 +153,11 @@ def decompose(volume: Volume, method: str = DEFAULT_METHOD, *, density_model: st
     notes = notes if notes is not None else []
     hu = np.asarray(volume.hu)
     network_share = 0.85 if method == "network" else 0.0
-    probabilities = None
-    if method == "network":
-        probabilities = _network_probabilities(volume, device, cache_dir, notes, network_output,
+    probabilities, implants, method = _classes(volume, method, device, cache_dir, notes, network_output,
                                                None if progress is None else lambda f: progress(network_share * f))
-        if probabilities is None:
-            method = "threshold"
-            network_share = 0.0
-    mask = metal_mask(hu, volume.ijk_to_ras) if metal_name is not None else None
+    if probabilities is None:
+        network_share = 0.0
+    mask = implants if metal_name is not None else None
     if mask is not None and mask.any():
         notes.append(f"metal: {int(mask.sum())} voxel(s) at >= 2500 HU assigned {metal_name}")
     label = f"{method}, {density_model} density"
@@ -182,6 +182,50 @@ def decompose(volume: Volume, method: str = DEFAULT_METHOD, *, density_model: st
         labels[k] = np.argmax(fractions[:, k], axis=0)
     return MaterialVolume(density=density, labels=labels, names=tuple(names), ijk_to_ras=volume.ijk_to_ras,
                           method=label, fractions=fractions)
+
+
+def class_probabilities(volume: Volume, method: str = DEFAULT_METHOD, *, device: str = "auto", progress=None,
+                        notes: list | None = None, network_output=None) -> np.ndarray:
+    """float32 [3, k, j, i] probabilities of air, soft tissue and bone as the decomposition uses them:
+    the network's (cleaned, thresholds near implants) or the thresholds' one-hot classes."""
+    notes = notes if notes is not None else []
+    probabilities, _, _ = _classes(volume, method, device, None, notes, network_output, progress)
+    if probabilities is None:
+        labels = threshold_labels(volume.hu)
+        probabilities = (labels[None] == np.arange(3, dtype=np.uint8)[:, None, None, None]).astype(np.float32)
+    return probabilities
+
+
+def _classes(volume: Volume, method, device, cache_dir, notes, network_output, progress):
+    """(network class probabilities or None for thresholds, implant mask, method actually used)."""
+    from .metal import metal_mask
+
+    hu = np.asarray(volume.hu)
+    probabilities = None
+    if method == "network":
+        probabilities = _network_probabilities(volume, device, cache_dir, notes, network_output, progress)
+        if probabilities is None:
+            method = "threshold"
+    implants = metal_mask(hu, volume.ijk_to_ras)
+    if probabilities is not None and implants.any():
+        near = near_mask(implants, volume.ijk_to_ras, METAL_ARTEFACT_MM)
+        labels = threshold_labels(hu[near])
+        probabilities[:, near] = (labels[None] == np.arange(3, dtype=np.uint8)[:, None]).astype(np.float32)
+        notes.append(f"within {METAL_ARTEFACT_MM:g} mm of metal ({int(near.sum())} voxels) the thresholds "
+                     "replace the network (implant artefacts)")
+    return probabilities, implants, method
+
+
+def near_mask(mask: np.ndarray, ijk_to_ras, distance_mm: float) -> np.ndarray:
+    """bool [k, j, i]: voxels within ``distance_mm`` of ``mask`` (mask included), by a Euclidean distance map."""
+    import SimpleITK as sitk
+
+    spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)   # i, j, k
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,
+                                                                   squaredDistance=False, useImageSpacing=True))
+    return distance <= distance_mm
 
 
 def _nominal_density(material: str) -> float:

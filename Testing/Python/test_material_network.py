@@ -17,7 +17,7 @@ import pytest
 
 from DeepDRRSlicerLib import material_network as mn
 from DeepDRRSlicerLib.errors import SimulationCancelled
-from DeepDRRSlicerLib.materials import decompose
+from DeepDRRSlicerLib.materials import class_probabilities, decompose
 from DeepDRRSlicerLib.metal import metal_mask
 from DeepDRRSlicerLib.resources import sample_ct_path
 from DeepDRRSlicerLib.volume import Volume, load_volume
@@ -71,8 +71,11 @@ def test_same_input_gives_identical_output(pelvis, pelvis_probabilities):
     assert np.array_equal(again, pelvis_probabilities[0])
 
 
-def test_cortical_bone_in_the_pelvis_is_bone(pelvis, pelvis_probabilities):
-    """HU > 700 in the pelvic half of the bundled CT (metal excluded) is labelled bone at >= 95 %."""
+def test_cortical_bone_in_the_pelvis_is_bone(pelvis):
+    """HU > 700 in the pelvic half of the bundled CT (metal excluded) is labelled bone at >= 95 %.
+
+    Labels as the decomposition uses them: the network's, with the thresholds within 10 mm of the screw
+    (materials.METAL_ARTEFACT_MM; the network alone gets 73 % there, see the model card)."""
     hu = np.asarray(pelvis.hu)
     pelvic = np.zeros(hu.shape, dtype=bool)
     inferior_axis = 0 if pelvis.ijk_to_ras[2, 2] > 0 else None
@@ -80,7 +83,7 @@ def test_cortical_bone_in_the_pelvis_is_bone(pelvis, pelvis_probabilities):
     pelvic[: hu.shape[0] // 2] = True   # the lower half: sacrum, iliac wings, acetabula, femoral heads
     cortical = pelvic & (hu > 700) & ~metal_mask(hu, pelvis.ijk_to_ras)
     assert cortical.sum() > 1000
-    labels = pelvis_probabilities[0].argmax(0)
+    labels = class_probabilities(pelvis, "network", device="cpu").argmax(0)
     assert (labels[cortical] == 2).mean() >= 0.95
 
 
@@ -140,7 +143,7 @@ def test_finer_anisotropic_ct_is_resampled(pelvis, pelvis_probabilities):
     scale = np.diag([1.5, 1.5, 6.0, 1.0])
     matrix = pelvis.ijk_to_ras @ np.diag([1 / 3.0, 1 / 3.0, 1 / 3.0, 1.0]) @ scale
     matrix[:3, 3] = pelvis.ijk_to_ras[:3, 3]
-    probabilities, _ = mn.segment(fine, matrix, device="cpu")
+    probabilities = class_probabilities(Volume.from_array(fine, matrix), "network", device="cpu")
     assert probabilities.shape == (3, *fine.shape)
     cortical = fine > 700
     assert (probabilities.argmax(0)[cortical] == 2).mean() >= 0.9
@@ -232,8 +235,9 @@ def test_materials_cache_reuses_the_network_output(tmp_path, pelvis):
     second = decompose(pelvis, "network", device="cpu", cache_dir=tmp_path, notes=notes_second)
     assert any("stored in" in n for n in notes_first) and any("read from" in n for n in notes_second)
     assert len(list(tmp_path.glob("materials-*.npz"))) == 1
-    assert np.array_equal(first.labels, second.labels)
-    assert np.allclose(first.fractions, second.fractions, atol=2e-3)   # the cache keeps float16 probabilities
+    # The cache keeps float16 probabilities: the same decomposition up to rounding.
+    assert np.allclose(first.fractions, second.fractions, atol=2e-3)
+    assert (first.labels == second.labels).mean() > 0.999
     # Another CT (one voxel changed) misses the cache.
     changed = np.array(pelvis.hu)
     changed[0, 0, 0] += 1.0
