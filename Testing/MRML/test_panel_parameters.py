@@ -20,6 +20,7 @@ slicer = require_slicer_core()
 from DeepDRRSlicerLib.errors import InputError  # noqa: E402
 from DeepDRRSlicerLib.mrml import panel_parameters  # noqa: E402
 from DeepDRRSlicerLib.mrml.carm_transform import create_carm_transform, pose_from_angles  # noqa: E402
+from DeepDRRSlicerLib.mrml.output_nodes import fluoro_display_node  # noqa: E402
 
 
 class _Stage(enum.Enum):  # the module file's FluoroStage has these values (a test checks its list)
@@ -63,7 +64,7 @@ def test_simulate_then_live_updates_from_the_fields(scene, logic, ct_node, landm
     panel_parameters.update_live_from_parameters(logic, _parameters(**{**vars(parameters), "stage": _Stage.PRIMARY}))
     assert logic.stats["renders"] == renders
     composite = scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
-    assert scene.GetNodeByID(composite.GetBackgroundVolumeID()).GetAttribute("DeepDRR.Stage") == "primary"
+    assert composite.GetBackgroundVolumeID() == fluoro_display_node(scene, output.node("primary")).GetID()
     panel_parameters.update_live_from_parameters(logic, _parameters(**{**vars(parameters), "detectorPixels": 32}))
     logic.scheduler.run_pending()
     assert logic.stats["renders"] > renders

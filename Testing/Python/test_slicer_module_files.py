@@ -263,6 +263,7 @@ def test_module_cmake_configures_lists_every_script_and_lays_out_a_working_build
     for resource in ("UI/DeepDRRSlicer.ui", "Icons/DeepDRRSlicer.png", "requirements.txt",
                      "SampleData/pelvis_ct_3mm.nii.gz", "Physics/tube_spectra.npz"):
         assert (modules / "Resources" / resource).is_file(), resource
+    assert not (modules / "Resources" / "Screenshots").exists(), "screenshots are not part of the module"
     # In that layout the Lib finds its resources next to the module, as resourcePath() does.
     probe = ("import DeepDRRSlicerLib.resources as r; "
              "print(r.resource_path('UI', 'DeepDRRSlicer.ui').resolve())")

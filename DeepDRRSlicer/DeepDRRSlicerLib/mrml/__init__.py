@@ -11,7 +11,7 @@ the engine never pulls in ``slicer``):
 ``volume_nodes``    CT volume node -> engine ``Volume`` (IJK->RAS and parent transforms)
 ``landmark_nodes``  markups fiducials -> engine landmarks; projected landmarks on the detector
 ``carm_transform``  C-arm pose <-> ``vtkMRMLLinearTransformNode``; interaction handles
-``output_nodes``    one single-slice volume node per stage, placed at the detector plane
+``output_nodes``    one single-slice volume node per stage, placed at the detector plane (+ log display companions)
 ``carm_models``     source, detector outline and beam frustum models
 ``layout``          the "Fluoro" slice view, oriented like a radiograph, and its layout
 ``scheduler``       coalescing bursts of modification events (timers are injected)
