@@ -330,6 +330,29 @@ def override_materials(materials: MaterialVolume, overrides) -> MaterialVolume:
                           method=f"{materials.method}, with overrides", fractions=fractions)
 
 
+def _decomposition_memory(context) -> list:
+    """Memory term (see memory.py) of a soft decomposition: network probabilities on the CT grid,
+    composition chunks and the network's own working memory, all at once at worst."""
+    from .hu_calibration import CHUNK_VOXELS
+    from .memory import MemoryItem
+
+    if context.materials_ready or not context.soft_fractions:
+        return []
+    working = 12 * context.n_materials * min(CHUNK_VOXELS, context.voxels)
+    if context.extra.get("network"):
+        working += 12 * context.voxels + 64 * 2**20   # class probabilities (float32) + inference buffers
+    return [MemoryItem("material composition and network (temporary)", working, held=False)]
+
+
+def _register_memory_term() -> None:
+    from .memory import register_memory_term
+
+    register_memory_term(_decomposition_memory)
+
+
+_register_memory_term()
+
+
 def from_label_map(volume: Volume, labels, names) -> MaterialVolume:
     """Materials from a user label map on the CT grid (e.g. a segmentation)."""
     labels = np.asarray(labels)

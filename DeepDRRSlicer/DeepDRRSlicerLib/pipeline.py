@@ -240,7 +240,7 @@ def render_memory_context(volume: Volume, settings: SimulationSettings, detector
         soft_fractions=soft,
         materials_ready=materials is not None if materials_ready is None else materials_ready,
         packed_ready=materials is not None and "_packed" in materials.__dict__,
-        writing=writing, landmarks=landmarks)
+        writing=writing, landmarks=landmarks, extra={"network": materials is None and settings.materials == "network"})
 
 
 @functools.lru_cache(maxsize=1)

@@ -221,7 +221,7 @@ def test_without_torch_the_cli_falls_back_to_thresholds_and_says_so(tmp_path):
     """torch made unimportable in a fresh interpreter: the default --materials network still simulates."""
     code = ("import sys; sys.modules['torch'] = None; "
             "from DeepDRRSlicerLib.cli import main; "
-            f"sys.exit(main(['simulate', '--size', '32', '32', '--quiet', '--out', {str(tmp_path / 'out')!r}]))")
+            f"sys.exit(main(['simulate', '--size', '32', '32', '--out', {str(tmp_path / 'out')!r}]))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(REPO / "DeepDRRSlicer")})
     assert run.returncode == 0, run.stderr
