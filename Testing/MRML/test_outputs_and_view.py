@@ -44,9 +44,12 @@ def test_every_stage_node_lies_on_the_detector_plane(logic, ct_node, ct_center, 
         display = node.GetDisplayNode()
         assert not display.GetAutoWindowLevel()
         low, high = display.GetWindowLevelMin(), display.GetWindowLevelMax()
-        # A material few or no rays cross (e.g. metal out of view) gives a (nearly) flat image, whose window
-        # is widened by a hair around it.
-        assert image.min() - 1e-6 <= low < high <= image.max() + 1e-6
+        # A material few or no rays cross (e.g. metal out of view) gives a flat or nearly flat image, whose
+        # window is widened around it.
+        if image.max() > image.min():
+            assert image.min() - 1e-6 <= low < high <= image.max() + 1e-6
+        else:
+            assert low < high
 
 
 def test_nodes_are_reused_between_renders(logic, scene, ct_node, ct_center):
