@@ -135,7 +135,6 @@ class DeepDRRSlicerParameterNode:
     sid, sod - source-to-detector and source-to-isocentre distances in mm.
     detectorPixels, detectorSize - pixels per side and side length (mm) of the square detector.
     kvp - tube voltage.
-    smoothInterpolation - trilinear ray march instead of exact voxel paths (hides the grid of coarse CTs).
     stage - the stage the Fluoro view shows.
     livePreview - re-render while the C-arm moves.
     materials, densityModel, metal - material decomposition (network/threshold, calibrated/deepdrr, implant metal).
@@ -152,7 +151,6 @@ class DeepDRRSlicerParameterNode:
     detectorPixels: Annotated[int, WithinRange(16, 1536)] = 256
     detectorSize: Annotated[float, WithinRange(50.0, 500.0)] = 298.0
     kvp: Annotated[float, WithinRange(40.0, 150.0)] = 90.0
-    smoothInterpolation: bool = False
     stage: FluoroStage = FluoroStage.PRIMARY
     livePreview: bool = True
     materials: Annotated[str, Choice(["network", "threshold"])] = "network"

@@ -19,8 +19,9 @@ from .landmarks import ProjectedLandmark, project_landmarks
 from .materials import DEFAULT_DENSITY_MODEL, DEFAULT_METHOD, THRESHOLD_MATERIALS, MaterialVolume, decompose
 from .memory import MemoryContext, estimate_memory, warn_if_large
 from .primary import PrimaryModel
-from .projector import ALGORITHMS, DEVICES, numba_status, project
+from .projector import ALGORITHMS, DEFAULT_ALGORITHM, DEVICES, numba_status, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
+from .truncation import truncation_mask
 from .volume import Volume
 
 MODES = ("polychromatic", "line-integral")
@@ -36,7 +37,7 @@ class SimulationSettings:
     mode: str = "polychromatic"
     materials: str = DEFAULT_METHOD            # "network" or "threshold"
     device: str = "auto"
-    algorithm: str = "siddon"
+    algorithm: str = DEFAULT_ALGORITHM
     density_model: str = DEFAULT_DENSITY_MODEL  # "calibrated" or "deepdrr"
     metal: str = "titanium"                    # "titanium", "steel", "cocr" or "none"
     materials_cache: str | None = None         # folder caching the network's output per CT
@@ -95,6 +96,7 @@ class SimulationResult:
     settings: SimulationSettings
     warnings: list = field(default_factory=list)
     spectrum_summary: dict | None = None
+    masks: dict = field(default_factory=dict)   # mask name -> (H, W) float32 0/1, e.g. "truncation"
 
     def summary(self) -> dict:
         return {
@@ -108,6 +110,7 @@ class SimulationResult:
             "warnings": list(self.warnings),
             "spectrum": self.spectrum_summary,
             "landmarks_visible": None if self.landmarks is None else int(sum(p.visible for p in self.landmarks)),
+            "masks": {name: {"fraction_of_pixels": float(mask.mean())} for name, mask in self.masks.items()},
         }
 
 
@@ -202,6 +205,14 @@ class Simulator:
             stages["line_integral"] = projection.total_line_integral
         for name, image in zip(projection.material_names, projection.line_integrals):
             stages[f"line_integral_{name}"] = image
+        start = time.perf_counter()
+        truncated = truncation_mask(self.materials, geometry)
+        timings["truncation"] = time.perf_counter() - start
+        notes = list(projection.notes)
+        if truncated.any():
+            notes.append(f"{100 * truncated.mean():.1f} % of the pixels are truncated: their rays cross tissue "
+                         "where the CT ends (the truncation mask, hatched on the overlay); move the isocentre "
+                         "or narrow the field to stay inside the scanned part")
         projected = None
         if landmarks is not None:
             start = time.perf_counter()
@@ -209,9 +220,8 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=list(self.notes) + list(projection.notes), settings=self.settings,
-                                warnings=warnings,
-                                spectrum_summary=self.spectrum_summary)
+                                notes=list(self.notes) + notes, settings=self.settings, warnings=warnings,
+                                spectrum_summary=self.spectrum_summary, masks={"truncation": truncated})
 
 
 def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSettings | None = None,
@@ -239,7 +249,7 @@ def render_memory_context(volume: Volume, settings: SimulationSettings, detector
         n_energies=len(primary_model.energies_keV) if primary_model is not None else 300,
         soft_fractions=soft,
         materials_ready=materials is not None if materials_ready is None else materials_ready,
-        packed_ready=materials is not None and "_packed" in materials.__dict__,
+        packed_ready=materials is not None and "_projector_layout" in materials.__dict__,
         writing=writing, landmarks=landmarks, extra={"network": materials is None and settings.materials == "network"})
 
 

@@ -7,10 +7,10 @@ and turn them into the C-arm set-up and the engine settings. A new panel
 parameter that changes the simulation is mapped here, where CI can test it.
 
 Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
-``detectorPixels``, ``detectorSize``, ``kvp``, ``smoothInterpolation``,
-``livePreview``; ``stage`` (an enum whose ``value`` is a stage name); ``materials``,
-``densityModel``, ``metal`` and ``materialSegmentation`` (read with defaults, so parameter
-nodes saved before they existed still work).
+``detectorPixels``, ``detectorSize``, ``kvp``, ``livePreview``; ``stage`` (an enum whose ``value``
+is a stage name); ``materials``, ``densityModel``, ``metal`` and ``materialSegmentation`` (read with
+defaults, so parameter nodes saved before they existed still work). The projector is the engine's default
+(smooth at any CT resolution and the fastest), so the panel has no algorithm choice.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ def carm_setup(parameters) -> CArmSetup:
 def simulation_settings(parameters) -> SimulationSettings:
     """The engine's physics settings of the panel."""
     return SimulationSettings(kvp=float(parameters.kvp),
-                              algorithm="trilinear" if parameters.smoothInterpolation else "siddon",
                               materials=str(getattr(parameters, "materials", None) or "network"),
                               density_model=str(getattr(parameters, "densityModel", None) or "calibrated"),
                               metal=str(getattr(parameters, "metal", None) or "titanium"))
