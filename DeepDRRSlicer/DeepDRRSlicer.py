@@ -21,10 +21,15 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer import (
+    vtkMRMLLinearTransformNode,
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -132,6 +137,8 @@ class DeepDRRSlicerParameterNode:
     kvp - tube voltage.
     stage - the stage the Fluoro view shows.
     livePreview - re-render while the C-arm moves.
+    materials, densityModel, metal - material decomposition (network/threshold, calibrated/deepdrr, implant metal).
+    materialSegmentation - optional segmentation whose segments (named after a material) override the materials.
     """
 
     ct: vtkMRMLScalarVolumeNode
@@ -146,6 +153,10 @@ class DeepDRRSlicerParameterNode:
     kvp: Annotated[float, WithinRange(40.0, 150.0)] = 90.0
     stage: FluoroStage = FluoroStage.PRIMARY
     livePreview: bool = True
+    materials: Annotated[str, Choice(["network", "threshold"])] = "network"
+    densityModel: Annotated[str, Choice(["calibrated", "deepdrr"])] = "calibrated"
+    metal: Annotated[str, Choice(["titanium", "steel", "cocr", "none"])] = "titanium"
+    materialSegmentation: vtkMRMLSegmentationNode
 
 
 class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -361,7 +361,7 @@ def main(argv=None) -> int:
     volume = load_volume(args.ct)
     load_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    materials = decompose(volume)
+    materials = decompose(volume, "threshold", density_model="deepdrr", metal="none")   # DeepDRR's 3 materials
     decompose_seconds = time.perf_counter() - start
     start = time.perf_counter()
     materials.projector_layout()

@@ -1,7 +1,8 @@
 # Shared by scripts/test.sh and scripts/demo.sh; source it, do not run it.
 #
 #   deepdrr_setup_venv ""       # engine + CLI (pip install -e .)
-#   deepdrr_setup_venv test     # engine + test extras (pip install -e ".[test]")
+#   deepdrr_setup_venv network  # engine + PyTorch for the segmentation network (pip install -e ".[network]")
+#   deepdrr_setup_venv test     # engine + test extras (pip install -e ".[test]"; includes the network's torch)
 #
 # Creates .venv/ with $PYTHON (default python3) when absent, and (re)installs
 # the project only when it is missing or pyproject.toml / constraints changed,
@@ -69,5 +70,6 @@ PY
   echo "$fingerprint" > "$stamp"
   if [ "$stamp_name" = "test" ]; then
     echo "$fingerprint" > "$DEEPDRR_VENV/.deepdrr-install-base"
+    echo "$fingerprint" > "$DEEPDRR_VENV/.deepdrr-install-network"
   fi
 }

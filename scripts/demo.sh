@@ -8,7 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/_venv.sh
 source scripts/_venv.sh
-deepdrr_setup_venv ""
+# The network extra brings PyTorch (pinned to 2.13.0 by scripts/constraints.txt) for the default
+# material decomposition, the segmentation network.
+deepdrr_setup_venv network
 
 ct="Resources/SampleData/pelvis_ct_3mm.nii.gz"
 landmarks="Resources/SampleData/pelvis_ct_3mm_landmarks.mrk.json"

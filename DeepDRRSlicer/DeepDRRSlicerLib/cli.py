@@ -56,8 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     physics.add_argument("--filtration", default="Al=3.3",
                          help="added filtration, e.g. Al=2.5,Cu=0.1 or 'none' (default Al=3.3, i.e. 4.0 mm Al "
                               "in total with the tube's inherent 0.7 mm)")
-    physics.add_argument("--materials", choices=["threshold"], default="threshold",
-                         help="material decomposition (default threshold: air / soft tissue / bone by HU)")
+    physics.add_argument("--materials", choices=["network", "threshold"], default="network",
+                         help="air / soft tissue / bone: the segmentation network (default; needs PyTorch, "
+                              "pip install '.[network]'; without it thresholds are used and a note says so) "
+                              "or DeepDRR's HU thresholds")
+    physics.add_argument("--density-model", choices=["calibrated", "deepdrr"], default="calibrated",
+                         help="HU -> density and composition: calibrated (default; water 1.00 g/cm3, composition "
+                              "varying with HU after Schneider et al. 2000) or DeepDRR's fits")
+    physics.add_argument("--metal", choices=["titanium", "steel", "cocr", "none"], default="titanium",
+                         help="material of implants (>= 2500 HU, connected): Ti-6Al-4V (default), 316L steel, "
+                              "CoCrMo, or none (keep them bone)")
+    physics.add_argument("--materials-cache", type=Path, metavar="DIR",
+                         help="cache the network's output per CT in DIR (reused by later runs on the same CT)")
     physics.add_argument("--mode", choices=["polychromatic", "line-integral"], default="polychromatic",
                          help="polychromatic primary image, or the density line integral only")
     physics.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -159,6 +169,9 @@ class _Progress:
             self.bar.n = percent
             self.bar.refresh()
 
+    def materials(self, fraction: float) -> None:
+        self.step("materials", 10 + 20 * fraction)
+
     def projector(self, fraction: float) -> None:
         self.step("projecting", 30 + 60 * fraction)
 
@@ -191,7 +204,9 @@ def simulate_command(args) -> int:
             landmarks = load_landmarks(landmarks_path) if landmarks_path is not None else None
             geometry = _geometry(args, volume, landmarks)
         settings = SimulationSettings(kvp=args.kvp, filtration=parse_filtration(args.filtration), mode=args.mode,
-                                      materials=args.materials, device=args.device, algorithm=args.algorithm)
+                                      materials=args.materials, device=args.device, algorithm=args.algorithm,
+                                      density_model=args.density_model, metal=args.metal,
+                                      materials_cache=None if args.materials_cache is None else str(args.materials_cache))
         settings.validate()
         progress.step("materials", 10)
         load_seconds = time.perf_counter() - start
@@ -202,7 +217,7 @@ def simulate_command(args) -> int:
             say.warning(memory_warning)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MemoryWarning)  # checked above for the whole run, writing included
-            simulator = Simulator(volume, settings)
+            simulator = Simulator(volume, settings, progress=progress.materials)
             progress.step("projecting", 30)
             result = simulator.render(geometry, landmarks=landmarks, progress=progress.projector)
         result.timings = {"read_ct": load_seconds, **result.timings}

@@ -1,8 +1,18 @@
-"""Material decomposition: HU -> density (g/cm3) and a material label per voxel.
+"""Material decomposition: HU -> density (g/cm3) and material composition per voxel.
 
-The density fits and thresholds are DeepDRR's (Unberath et al. 2018):
-density = min(0.001029 HU + 1.030, 0.0005886 HU + 1.03), clipped at 0;
-air <= -800 HU < soft tissue <= 350 HU < bone.
+Two steps, each with a choice:
+
+1. classes (air, soft tissue, bone): ``network`` (the default; the segmentation
+   network of :mod:`material_network`, soft probabilities) or ``threshold``
+   (DeepDRR's: air <= -800 HU < soft tissue <= 350 HU < bone); then metal by rule
+   (:mod:`metal`; titanium alloy by default, or steel, CoCr, none);
+2. density and composition from HU within each class (:mod:`hu_calibration`):
+   ``calibrated`` (the default; water at 1.00 g/cm3, composition varying with HU
+   after Schneider et al. 2000) or ``deepdrr`` (DeepDRR's fits,
+   min(0.001029 HU + 1.030, 0.0005886 HU + 1.03), one composition per class).
+
+``threshold`` + ``deepdrr`` + ``metal="none"`` is DeepDRR's decomposition exactly.
+Without PyTorch, ``network`` falls back to thresholds and says so.
 """
 
 from __future__ import annotations
@@ -18,6 +28,14 @@ from .volume import Volume
 THRESHOLD_MATERIALS = ("air", "soft_tissue", "bone")
 AIR_MAX_HU = -800.0
 SOFT_TISSUE_MAX_HU = 350.0
+MATERIAL_METHODS = ("network", "threshold")
+DEFAULT_METHOD = "network"
+DEFAULT_DENSITY_MODEL = "calibrated"
+#: Network bone probability is faded out between these HU (air partial volume is not bone).
+BONE_GATE_HU = (-500.0, -200.0)
+#: Within this distance of an implant the network's classes give way to the thresholds: the network saw
+#: only synthetic implants, and real streaks and blooming mislead it (see Resources/Models/README.md).
+METAL_ARTEFACT_MM = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,9 +119,9 @@ class MaterialVolume:
 
 def hu_to_density(hu) -> np.ndarray:
     """DeepDRR's two linear fits, g/cm3 (never negative)."""
-    hu = np.asarray(hu, dtype=np.float32)
-    density = np.minimum(np.float32(0.001029) * hu + np.float32(1.030), np.float32(0.0005886) * hu + np.float32(1.03))
-    return np.maximum(density, np.float32(0.0))
+    from .hu_calibration import deepdrr_density
+
+    return deepdrr_density(hu)
 
 
 def threshold_labels(hu) -> np.ndarray:
@@ -115,12 +133,227 @@ def threshold_labels(hu) -> np.ndarray:
     return labels
 
 
-def decompose(volume: Volume, method: str = "threshold") -> MaterialVolume:
-    if method != "threshold":
+def decompose(volume: Volume, method: str = DEFAULT_METHOD, *, density_model: str = DEFAULT_DENSITY_MODEL,
+              metal: str = "titanium", device: str = "auto", progress=None, cache_dir=None, notes: list | None = None,
+              network_output=None) -> MaterialVolume:
+    """Materials of ``volume`` (see the module docstring).
+
+    ``progress(fraction)`` may raise SimulationCancelled. Messages for the user
+    (e.g. the fallback to thresholds without torch, a cache hit) are appended to
+    ``notes`` when given. ``network_output`` (a material_network.WorkingProbabilities)
+    reuses an earlier network run on the same CT.
+    """
+    from . import hu_calibration
+    from .metal import metal_material
+
+    if method not in MATERIAL_METHODS:
         raise InputError(f"Material method {method!r} is not available.",
-                         "Use --materials threshold.")
-    return MaterialVolume(density=hu_to_density(volume.hu), labels=threshold_labels(volume.hu),
-                          names=THRESHOLD_MATERIALS, ijk_to_ras=volume.ijk_to_ras, method=method)
+                         f"Use --materials {' or '.join(MATERIAL_METHODS)}.")
+    if density_model not in hu_calibration.DENSITY_MODELS:
+        raise InputError(f"Density model {density_model!r} is not available.",
+                         f"Use --density-model {' or '.join(hu_calibration.DENSITY_MODELS)}.")
+    metal_name = metal_material(metal)
+    notes = notes if notes is not None else []
+    hu = np.asarray(volume.hu)
+    network_share = 0.85 if method == "network" else 0.0
+    probabilities, implants, method = _classes(volume, method, device, cache_dir, notes, network_output,
+                                               None if progress is None else lambda f: progress(network_share * f))
+    if probabilities is None:
+        network_share = 0.0
+    mask = implants if metal_name is not None else None
+    if mask is not None and mask.any():
+        notes.append(f"metal: {int(mask.sum())} voxel(s) at >= 2500 HU assigned {metal_name}")
+    label = f"{method}, {density_model} density"
+    if probabilities is None and density_model == "deepdrr":
+        # Hard labels, DeepDRR's fit: the voxels keep one material each.
+        labels = threshold_labels(hu)
+        density = hu_to_density(hu)
+        names = THRESHOLD_MATERIALS
+        if mask is not None and mask.any():
+            labels[mask] = len(names)
+            density[mask] = _nominal_density(metal_name)
+            names = names + (metal_name,)
+        if progress is not None:
+            progress(1.0)
+        return MaterialVolume(density=density, labels=labels, names=names, ijk_to_ras=volume.ijk_to_ras, method=label)
+    classes = probabilities if probabilities is not None else threshold_labels(hu)
+    compose_progress = None if progress is None else (lambda f: progress(network_share + (1 - network_share) * f))
+    density, fractions, names = hu_calibration.compose(hu, classes, density_model, metal_mask=mask,
+                                                       metal_material=metal_name, progress=compose_progress)
+    labels = np.empty(hu.shape, dtype=np.uint8)
+    for k in range(hu.shape[0]):   # slice by slice: no second full-size copy of the fractions
+        labels[k] = np.argmax(fractions[:, k], axis=0)
+    return MaterialVolume(density=density, labels=labels, names=tuple(names), ijk_to_ras=volume.ijk_to_ras,
+                          method=label, fractions=fractions)
+
+
+def class_probabilities(volume: Volume, method: str = DEFAULT_METHOD, *, device: str = "auto", progress=None,
+                        notes: list | None = None, network_output=None) -> np.ndarray:
+    """float32 [3, k, j, i] probabilities of air, soft tissue and bone as the decomposition uses them:
+    the network's (cleaned, thresholds near implants) or the thresholds' one-hot classes."""
+    notes = notes if notes is not None else []
+    probabilities, _, _ = _classes(volume, method, device, None, notes, network_output, progress)
+    if probabilities is None:
+        labels = threshold_labels(volume.hu)
+        probabilities = (labels[None] == np.arange(3, dtype=np.uint8)[:, None, None, None]).astype(np.float32)
+    return probabilities
+
+
+def _classes(volume: Volume, method, device, cache_dir, notes, network_output, progress):
+    """(network class probabilities or None for thresholds, implant mask, method actually used)."""
+    from .metal import metal_mask
+
+    hu = np.asarray(volume.hu)
+    probabilities = None
+    if method == "network":
+        probabilities = _network_probabilities(volume, device, cache_dir, notes, network_output, progress)
+        if probabilities is None:
+            method = "threshold"
+    implants = metal_mask(hu, volume.ijk_to_ras)
+    if probabilities is not None and implants.any():
+        near = near_mask(implants, volume.ijk_to_ras, METAL_ARTEFACT_MM)
+        labels = threshold_labels(hu[near])
+        probabilities[:, near] = (labels[None] == np.arange(3, dtype=np.uint8)[:, None]).astype(np.float32)
+        notes.append(f"within {METAL_ARTEFACT_MM:g} mm of metal ({int(near.sum())} voxels) the thresholds "
+                     "replace the network (implant artefacts)")
+    return probabilities, implants, method
+
+
+def near_mask(mask: np.ndarray, ijk_to_ras, distance_mm: float) -> np.ndarray:
+    """bool [k, j, i]: voxels within ``distance_mm`` of ``mask`` (mask included), by a Euclidean distance map."""
+    import SimpleITK as sitk
+
+    spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)   # i, j, k
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,
+                                                                   squaredDistance=False, useImageSpacing=True))
+    return distance <= distance_mm
+
+
+def _nominal_density(material: str) -> float:
+    from .attenuation import get_material
+
+    return float(get_material(material).density)
+
+
+def _network_probabilities(volume: Volume, device, cache_dir, notes: list, network_output, progress):
+    """Class probabilities [3, k, j, i] from the network, or None (with a note) when torch is missing."""
+    from . import material_network
+
+    available, why = material_network.torch_status()
+    if not available:
+        notes.append(f"the segmentation network needs PyTorch ({why}); used HU thresholds instead. "
+                     f"Fix: {material_network.TORCH_FIX}")
+        return None
+    if network_output is None:
+        if cache_dir is not None:
+            network_output, hit = material_network.cached_segment_working(volume.hu, volume.ijk_to_ras, cache_dir,
+                                                                          device=device, progress=progress)
+            notes.append(f"network output {'read from' if hit else 'stored in'} the materials cache {cache_dir}")
+        else:
+            network_output = material_network.remembered_segment_working(volume.hu, volume.ijk_to_ras, device=device,
+                                                                         progress=progress)
+    elif progress is not None:
+        progress(1.0)
+    probabilities = network_output.to_native()
+    return clean_probabilities(probabilities, volume.hu)
+
+
+def clean_probabilities(probabilities: np.ndarray, hu, floor: float = 1e-3) -> np.ndarray:
+    """In place (and returned): move bone probability to soft tissue where the HU say air partial
+    volume (:data:`BONE_GATE_HU`), and drop probabilities below ``floor`` (renormalised), so that
+    most voxels are one class and the composition step skips the others."""
+    low, high = BONE_GATE_HU
+    for k in range(probabilities.shape[1]):
+        p = probabilities[:, k]
+        gate = np.clip((np.asarray(hu[k], dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+        moved = p[2] * (1.0 - gate)
+        p[2] -= moved
+        p[1] += moved
+        p[p < floor] = 0.0
+        p /= np.maximum(p.sum(axis=0), np.float32(1e-12))[None]
+    return probabilities
+
+
+@dataclass(frozen=True, eq=False)
+class MaterialOverride:
+    """Inside ``mask`` (bool [k, j, i] on the CT grid) the voxels are ``material``.
+
+    ``density``: "nominal" (the material's own density: right for implants,
+    whose CT numbers saturate), "ct" (keep the density the CT gave), or None to
+    choose: nominal for materials denser than 3 g/cm3 (metals), else ct.
+    """
+
+    mask: np.ndarray
+    material: str
+    density: str | None = None
+
+
+def override_materials(materials: MaterialVolume, overrides) -> MaterialVolume:
+    """A copy of ``materials`` with each override applied in order (a later one wins where masks overlap).
+
+    The original is not modified. Unknown materials raise InputError naming the known ones.
+    """
+    from .attenuation import get_material
+
+    overrides = list(overrides)
+    if not overrides:
+        return materials
+    names = list(materials.names)
+    for override in overrides:
+        try:
+            name = get_material(override.material).name
+        except ValueError as error:
+            raise InputError(f"Cannot override with material {override.material!r}: {error}",
+                             "Pick a material from the list, e.g. titanium_alloy, stainless_steel, bone.") from None
+        if np.shape(override.mask) != materials.density.shape:
+            raise InputError(f"Override mask for {name} has shape {np.shape(override.mask)}, the CT "
+                             f"{materials.density.shape}.", "Export the segment on the CT's grid.")
+        if name not in names:
+            names.append(name)
+    fractions = materials.material_fractions()
+    if len(names) > fractions.shape[0]:
+        extra = np.zeros((len(names) - fractions.shape[0], *fractions.shape[1:]), dtype=np.float32)
+        fractions = np.concatenate([fractions, extra])
+    else:
+        fractions = fractions.copy()
+    density = materials.density.copy()
+    for override in overrides:
+        material = get_material(override.material)
+        mask = np.asarray(override.mask, dtype=bool)
+        mode = override.density or ("nominal" if material.density > 3.0 else "ct")
+        if mode not in ("nominal", "ct"):
+            raise InputError(f"Unknown density mode {mode!r} for an override.", "Use 'nominal' or 'ct'.")
+        fractions[:, mask] = 0.0
+        fractions[names.index(material.name), mask] = 1.0
+        density[mask] = material.density if mode == "nominal" else materials.density[mask]
+    labels = np.argmax(fractions, axis=0).astype(np.uint8)
+    return MaterialVolume(density=density, labels=labels, names=tuple(names), ijk_to_ras=materials.ijk_to_ras,
+                          method=f"{materials.method}, with overrides", fractions=fractions)
+
+
+def _decomposition_memory(context) -> list:
+    """Memory term (see memory.py) of a soft decomposition: network probabilities on the CT grid,
+    composition chunks and the network's own working memory, all at once at worst."""
+    from .hu_calibration import CHUNK_VOXELS
+    from .memory import MemoryItem
+
+    if context.materials_ready or not context.soft_fractions:
+        return []
+    working = 8 * context.n_materials * min(CHUNK_VOXELS, context.voxels)   # measured: ~2 float32 copies
+    if context.extra.get("network"):
+        working += 12 * context.voxels + 64 * 2**20   # class probabilities (float32) + inference buffers
+    return [MemoryItem("material composition and network (temporary)", working, held=False)]
+
+
+def _register_memory_term() -> None:
+    from .memory import register_memory_term
+
+    register_memory_term(_decomposition_memory)
+
+
+_register_memory_term()
 
 
 def from_label_map(volume: Volume, labels, names) -> MaterialVolume:

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InputError, as_number, describe
 from .geometry import CArm, DetectorGeometry, rays_cross_box
 from .landmarks import ProjectedLandmark, project_landmarks
-from .materials import THRESHOLD_MATERIALS, MaterialVolume, decompose
+from .materials import DEFAULT_DENSITY_MODEL, DEFAULT_METHOD, THRESHOLD_MATERIALS, MaterialVolume, decompose
 from .memory import MemoryContext, estimate_memory, warn_if_large
 from .primary import PrimaryModel
 from .projector import ALGORITHMS, DEFAULT_ALGORITHM, DEVICES, numba_status, project
@@ -35,9 +35,12 @@ class SimulationSettings:
     kvp: float = DEFAULT_KVP
     filtration: dict = field(default_factory=lambda: dict(DEFAULT_FILTRATION))
     mode: str = "polychromatic"
-    materials: str = "threshold"
+    materials: str = DEFAULT_METHOD            # "network" or "threshold"
     device: str = "auto"
     algorithm: str = DEFAULT_ALGORITHM
+    density_model: str = DEFAULT_DENSITY_MODEL  # "calibrated" or "deepdrr"
+    metal: str = "titanium"                    # "titanium", "steel", "cocr" or "none"
+    materials_cache: str | None = None         # folder caching the network's output per CT
 
     def validate(self) -> None:
         """Raise InputError naming the first setting that cannot be used."""
@@ -115,7 +118,8 @@ class Simulator:
     """Materials and spectrum prepared once for one CT; ``render`` projects one pose."""
 
     def __init__(self, volume: Volume, settings: SimulationSettings | None = None,
-                 materials: MaterialVolume | None = None):
+                 materials: MaterialVolume | None = None, progress=None):
+        """``progress(fraction)`` follows the material decomposition and may raise SimulationCancelled."""
         if not isinstance(volume, Volume):
             hint = {str: "load it first: Simulator(load_volume(path))",
                     np.ndarray: "wrap it first: Simulator(Volume.from_array(hu, spacing=(si, sj, sk)))"}
@@ -139,10 +143,15 @@ class Simulator:
         self.settings.validate()
         self.volume = volume
         self.timings: dict = {}
+        self.notes: list = []
         warn_if_large(estimate_memory(render_memory_context(volume, self.settings, (1, 1), materials=materials)),
                       "Decomposing this CT")
         start = time.perf_counter()
-        self.materials = materials if materials is not None else decompose(volume, self.settings.materials)
+        if materials is None:
+            materials = decompose(volume, self.settings.materials, density_model=self.settings.density_model,
+                                  metal=self.settings.metal, device=self.settings.device,
+                                  cache_dir=self.settings.materials_cache, notes=self.notes, progress=progress)
+        self.materials = materials
         self.timings["materials"] = time.perf_counter() - start
         self.primary_model = None
         self.spectrum_summary = None
@@ -211,7 +220,7 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=notes, settings=self.settings, warnings=warnings,
+                                notes=list(self.notes) + notes, settings=self.settings, warnings=warnings,
                                 spectrum_summary=self.spectrum_summary, masks={"truncation": truncated})
 
     def render_batch(self, geometries, *, landmarks=None, keep_on_device: bool = False,
@@ -240,15 +249,22 @@ def render_memory_context(volume: Volume, settings: SimulationSettings, detector
                           landmarks: bool = False) -> MemoryContext:
     """The memory context of rendering ``volume`` with ``settings`` onto ``detector_shape`` (rows, columns),
     before or after the materials exist."""
-    n_materials = len(materials.names) if materials is not None else len(THRESHOLD_MATERIALS)
+    if materials is not None:
+        n_materials, soft = len(materials.names), materials.fractions is not None
+    else:   # before decomposing: what the settings will make (+1 for an implant metal)
+        from .hu_calibration import CALIBRATED_BASIS
+
+        soft = not (settings.materials == "threshold" and settings.density_model == "deepdrr")
+        n_materials = 1 + (len(CALIBRATED_BASIS) if settings.density_model == "calibrated"
+                           else len(THRESHOLD_MATERIALS))
     return MemoryContext(
         volume_shape=tuple(volume.hu.shape), detector_shape=tuple(detector_shape), n_materials=n_materials,
         mode=settings.mode, kernel=_cpu_kernel(),
         n_energies=len(primary_model.energies_keV) if primary_model is not None else 300,
-        soft_fractions=materials is not None and materials.fractions is not None,
+        soft_fractions=soft,
         materials_ready=materials is not None if materials_ready is None else materials_ready,
         packed_ready=materials is not None and "_projector_layout" in materials.__dict__,
-        writing=writing, landmarks=landmarks)
+        writing=writing, landmarks=landmarks, extra={"network": materials is None and settings.materials == "network"})
 
 
 @functools.lru_cache(maxsize=1)

@@ -44,7 +44,12 @@ def test_every_stage_node_lies_on_the_detector_plane(logic, ct_node, ct_center, 
         display = node.GetDisplayNode()
         assert not display.GetAutoWindowLevel()
         low, high = display.GetWindowLevelMin(), display.GetWindowLevelMax()
-        assert image.min() <= low < high <= image.max()
+        # A material few or no rays cross (e.g. metal out of view) gives a flat or nearly flat image, whose
+        # window is widened around it.
+        if image.max() > image.min():
+            assert image.min() - 1e-6 <= low < high <= image.max() + 1e-6
+        else:
+            assert low < high
 
 
 def test_nodes_are_reused_between_renders(logic, scene, ct_node, ct_center):
@@ -82,6 +87,9 @@ def test_fluoro_view_shows_the_image_like_a_radiograph(logic, scene, ct_node, ct
 
 def test_image_content_reads_like_an_ap_radiograph(logic, scene, ct_node, ct_center):
     """A dense marker on the patient's right shows on the image's left; one towards the head, at the top."""
+    from DeepDRRSlicerLib.pipeline import SimulationSettings
+
+    logic.settings = SimulationSettings(materials="threshold", metal="none")   # 3000 HU markers stay bone
     carm = carm_at(ct_center, pixels=96)
     before = slicer.util.arrayFromVolume(logic.simulate(ct_node, carm, stages="line_integral_bone").node())[0].copy()
     voxels = slicer.util.arrayFromVolume(ct_node)

@@ -60,7 +60,7 @@ def test_caller_array_and_file_are_never_modified(tmp_path):
     assert volume.hu[0, 0, 0] == before[0, 0, 0]
     path = sample_ct_path()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    decompose(load_volume(path))
+    decompose(load_volume(path), "threshold")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
@@ -160,7 +160,7 @@ def test_density_fits_and_thresholds():
 
 
 def test_decomposition_of_the_bundled_ct_is_plausible():
-    materials = decompose(load_volume(sample_ct_path()))
+    materials = decompose(load_volume(sample_ct_path()), "threshold", density_model="deepdrr", metal="none")
     mass = dict(zip(materials.names, materials.mass_g()))
     counts = np.bincount(materials.labels.ravel(), minlength=3)
     bone_share_of_body = counts[2] / (counts[1] + counts[2])

@@ -16,6 +16,7 @@ Modules (import them directly; this file imports nothing):
 ``panel``             ``PanelContext`` (what a section may use) and ``PanelSection`` (its hooks); the list of sections
 ``simulate_section``  the Simulate button: one render with a cancellable progress dialog
 ``carm_section``      the C-arm controls besides the bound sliders ("Centre C-arm on CT")
+``materials_section`` decomposition choices, "Install PyTorch..." (SlicerPyTorch), segmentation overrides
 ``display_section``   the stage selector: stages the last render did not compute are greyed out
 ``install_section``   the accelerators' status line and the "Install accelerators..." flow
 ``gpu_section``       the backend of each render (GPU or CPU, and why) and the opt-in "Install CuPy (GPU)..."

@@ -78,7 +78,9 @@ def panel_sections() -> list:
     from .gpu_section import GpuSection
     from .install_section import InstallSection
     from .live_section import LiveSection
+    from .materials_section import MaterialsSection
     from .simulate_section import SimulateSection
 
     # LiveSection last: it may stop the live view or report an error after the others refreshed their states.
-    return [SimulateSection, CArmSection, DisplaySection, InstallSection, GpuSection, DatasetSection, LiveSection]
+    return [SimulateSection, CArmSection, MaterialsSection, DisplaySection, InstallSection, GpuSection, DatasetSection,
+            LiveSection]

@@ -39,6 +39,8 @@ __all__ = [
     "plan_installation",
     "install",
     "torch_instructions",
+    "torch_available",
+    "install_torch",
 ]
 
 REQUIREMENTS_FILE = "requirements.txt"
@@ -227,3 +229,37 @@ def torch_instructions() -> str:
     """How to get torch inside Slicer (never by pip from this module)."""
     return ("PyTorch is provided by the SlicerPyTorch extension: install 'PyTorch' from the Extensions "
             "Manager, then run PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True).")
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` works in this Python."""
+    from ..material_network import torch_status
+
+    return torch_status()[0]
+
+
+def install_torch(slicer_module, confirm) -> tuple[bool, str]:
+    """Get PyTorch through the SlicerPyTorch extension, after ``confirm(message) -> bool`` agrees.
+
+    Returns (installed, message). Never runs pip for torch: SlicerPyTorch picks
+    the build for the machine's GPU and CUDA (as TotalSegmentator and
+    MONAIAuto3DSeg do). Without the extension, says how to get it.
+    """
+    if torch_available():
+        return True, "PyTorch is already installed."
+    try:
+        import PyTorchUtils  # the SlicerPyTorch extension's module
+    except ImportError:
+        return False, ("The segmentation network needs PyTorch, which comes from the 'PyTorch' extension "
+                       "(SlicerPyTorch). Install it from the Extensions Manager, restart Slicer, then press "
+                       "'Install PyTorch...' again. Until then the materials come from HU thresholds.")
+    logic = PyTorchUtils.PyTorchUtilsLogic()
+    if not logic.torchInstalled():
+        if not confirm("The material segmentation network needs PyTorch. Install it now through the PyTorch "
+                       "extension? This downloads several hundred MB (more with CUDA) and can take minutes."):
+            return False, "PyTorch was not installed; the materials come from HU thresholds."
+        torch = logic.installTorch(askConfirmation=False)
+        if torch is None:
+            return False, "Installing PyTorch failed; see the Python console. The materials come from HU thresholds."
+    metadata_cache_clear()
+    return torch_available(), "PyTorch is installed: the segmentation network decomposes the CT."

@@ -20,6 +20,15 @@ schedules a low-resolution preview and, once the pose stops moving, a full
 render; moving a landmark only re-projects the landmarks. The material
 decomposition is cached per CT node and redone only when the CT's voxels
 change, never because the pose changed.
+
+Materials: ``settings.materials`` is "network" (default) or "threshold",
+``settings.density_model`` "calibrated" (default) or "deepdrr", ``settings.metal``
+"titanium" (default), "steel", "cocr" or "none". The network's output is kept
+per CT node and its voxels' modified time, so changing the density model, the
+metal or the overrides does not rerun it. ``set_material_overrides(ctNode,
+segmentationNode, mapping)`` replaces the materials inside segments (e.g. a
+segmented screw -> titanium). Without PyTorch the network falls back to
+thresholds; ``material_notes(ctNode)`` says so.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import numpy as np
 from ..errors import InputError, SimulationCancelled
 from ..geometry import CArm, DetectorGeometry
 from ..landmarks import project_landmarks
-from ..materials import MaterialVolume, decompose
+from ..materials import MaterialVolume, decompose, override_materials
 from ..pipeline import SimulationResult, SimulationSettings, Simulator
 from ..volume import Volume
 from . import layout
@@ -97,7 +106,9 @@ class _CTEntry:
     key: tuple
     voxels_time: int
     volume: Volume
-    materials: dict = field(default_factory=dict)   # method -> MaterialVolume
+    materials: dict = field(default_factory=dict)   # (method, density model, metal, overrides) -> MaterialVolume
+    network: object = None                           # material_network.WorkingProbabilities of these voxels
+    notes: dict = field(default_factory=dict)        # same keys -> messages for the user
 
 
 @dataclass
@@ -119,7 +130,8 @@ class _LiveSession:
 
 def _settings_key(settings: SimulationSettings) -> tuple:
     return (float(settings.kvp), tuple(sorted((str(k), float(v)) for k, v in settings.filtration.items())),
-            settings.mode, settings.materials, settings.device, settings.algorithm)
+            settings.mode, settings.materials, settings.device, settings.algorithm, settings.density_model,
+            settings.metal)
 
 
 class DeepDRRLogic:
@@ -149,6 +161,9 @@ class DeepDRRLogic:
         self.error_listeners = []       # f(exception) when a live render failed (no exception escapes)
         self._ct_cache: dict = {}
         self._simulators: dict = {}
+        self._overrides: dict = {}   # CT node ID -> (segmentation node, mapping or None)
+        #: export(segmentationNode, segmentId, ctNode) -> mask array on the CT grid; None: Slicer's own.
+        self.segment_exporter = None
         self._live: _LiveSession | None = None
         self._setting_pose = False   # the pose is being set on request: do not echo it to pose listeners
         self._quiet = False          # the pose is being set by simulate(): no live render for it
@@ -158,28 +173,101 @@ class DeepDRRLogic:
         """The engine ``Volume`` of a CT node, cached until its voxels or matrix change."""
         return self._ct_entry(ct_node).volume
 
-    def materials_for(self, ct_node, method: str = "threshold") -> MaterialVolume:
-        """The material decomposition of a CT node, cached per node (and method)."""
-        entry = self._ct_entry(ct_node)
-        if method not in entry.materials:
-            entry.materials[method] = decompose(entry.volume, method)
-            self.stats["decompositions"] += 1
-        return entry.materials[method]
+    def materials_for(self, ct_node, settings: SimulationSettings | str | None = None,
+                      progress=None) -> MaterialVolume:
+        """The material decomposition of a CT node, cached per node, voxel time and material settings.
 
-    def simulator_for(self, ct_node, settings: SimulationSettings | None = None) -> Simulator:
+        ``settings``: a ``SimulationSettings`` (its materials, density_model, metal) or a method
+        name ("network" / "threshold"). ``progress(fraction)`` may raise SimulationCancelled.
+        """
+        if isinstance(settings, str):
+            settings = replace(self.settings, materials=settings)
+        settings = settings or self.settings
+        entry = self._ct_entry(ct_node)
+        overrides = self._overrides.get(ct_node.GetID())
+        key = self._materials_key(ct_node, settings)
+        if key not in entry.materials:
+            notes = []
+            network_output = None
+            network_share = 0.0
+            if settings.materials == "network":
+                from .. import material_network
+
+                available, _ = material_network.torch_status()
+                if available:
+                    network_share = 0.0 if entry.network is not None else 0.9
+                    if entry.network is None:
+                        entry.network = material_network.remembered_segment_working(
+                            entry.volume.hu, entry.volume.ijk_to_ras, device=settings.device,
+                            progress=_part(progress, 0.0, network_share))
+                        self.stats["network_runs"] += 1
+                    network_output = entry.network
+            materials = decompose(entry.volume, settings.materials, density_model=settings.density_model,
+                                  metal=settings.metal, device=settings.device, notes=notes,
+                                  network_output=network_output, progress=_part(progress, network_share, 1.0))
+            if overrides:
+                from .material_overrides import overrides_from_segmentation
+
+                segmentation_node, mapping = overrides
+                applied = overrides_from_segmentation(segmentation_node, ct_node, mapping, export=self.segment_exporter)
+                materials = override_materials(materials, applied)
+                notes.append(f"{len(applied)} segment(s) of {segmentation_node.GetName()} override the materials")
+            entry.materials[key] = materials
+            entry.notes[key] = notes
+            self.stats["decompositions"] += 1
+        return entry.materials[key]
+
+    def material_notes(self, ct_node, settings: SimulationSettings | None = None) -> list:
+        """Messages of the last decomposition of ``ct_node`` with ``settings`` (e.g. the fallback without torch)."""
+        settings = settings or self.settings
+        return list(self._ct_entry(ct_node).notes.get(self._materials_key(ct_node, settings), []))
+
+    def set_material_overrides(self, ctNode, segmentationNode=None, mapping: dict | None = None) -> None:
+        """Replace the materials of ``ctNode`` inside the segments of ``segmentationNode``.
+
+        ``mapping``: {segment ID or name: material}; None maps segments by their names
+        ("titanium screw", "steel", "bone", ...). ``segmentationNode=None`` removes the overrides.
+        """
+        check_ct_node(ctNode)
+        new = None if segmentationNode is None else (segmentationNode, dict(mapping) if mapping is not None else None)
+        old = self._overrides.get(ctNode.GetID())
+        if (old is None and new is None) or (old is not None and new is not None and old[0] is new[0]
+                                              and old[1] == new[1]):
+            return
+        if new is None:
+            self._overrides.pop(ctNode.GetID(), None)
+        else:
+            self._overrides[ctNode.GetID()] = new
+        self._simulators.pop(ctNode.GetID(), None)
+        if self._live is not None and self._live.ct_node is ctNode and self._live.enabled:
+            self.request_render(preview=False)
+
+    def simulator_for(self, ct_node, settings: SimulationSettings | None = None, progress=None) -> Simulator:
         """An engine ``Simulator`` for a CT node and settings, reusing the cached decomposition."""
         settings = settings or self.settings
         settings.validate()
         entry = self._ct_entry(ct_node)
-        materials = self.materials_for(ct_node, settings.materials)
-        key = (entry.key, _settings_key(settings))
+        materials = self.materials_for(ct_node, settings, progress=progress)
+        key = (entry.key, _settings_key(settings), self._materials_key(ct_node, settings))
         cached = self._simulators.get(ct_node.GetID())
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == key and cached[1].materials is materials:
             return cached[1]
         simulator = Simulator(entry.volume, settings, materials=materials)
+        simulator.notes.extend(self.material_notes(ct_node, settings))
         self.stats["simulators"] += 1
         self._simulators[ct_node.GetID()] = (key, simulator)
         return simulator
+
+    def _materials_cached(self, ct_node, settings: SimulationSettings | None) -> bool:
+        settings = settings or self.settings
+        return self._materials_key(ct_node, settings) in self._ct_entry(ct_node).materials
+
+    def _materials_key(self, ct_node, settings: SimulationSettings) -> tuple:
+        from .material_overrides import segmentation_key
+
+        overrides = self._overrides.get(ct_node.GetID())
+        return (settings.materials, settings.density_model, settings.metal,
+                segmentation_key(*overrides) if overrides else ())
 
     def clear_cache(self, ct_node=None) -> None:
         """Forget cached volumes, decompositions and simulators (of one CT node, or all)."""
@@ -206,7 +294,7 @@ class DeepDRRLogic:
             frozen.setflags(write=False)
             volume = Volume(hu=entry.volume.hu, ijk_to_ras=frozen)
             materials = {m: replace(mv, ijk_to_ras=frozen) for m, mv in entry.materials.items()}
-            entry = _CTEntry(key, voxels_time, volume, materials)
+            entry = _CTEntry(key, voxels_time, volume, materials, entry.network, dict(entry.notes))
         else:
             entry = _CTEntry(key, voxels_time, volume_from_node(ct_node))
             self.stats["volume_reads"] += 1
@@ -218,6 +306,7 @@ class DeepDRRLogic:
         for node_id in [i for i in self._ct_cache if self.scene.GetNodeByID(i) is None]:
             self._ct_cache.pop(node_id, None)
             self._simulators.pop(node_id, None)
+            self._overrides.pop(node_id, None)
 
     # ------------------------------------------------------------- C-arm helpers
     def carm_transform(self, create: bool = True, ct_node=None):
@@ -311,8 +400,10 @@ class DeepDRRLogic:
                              "Pass a CArm, a dict of CArm fields, a DetectorGeometry, or None.")
 
         landmarks = landmarks_from_node(landmarksNode) if landmarksNode is not None else None
-        simulator = self.simulator_for(ctNode, settings)
-        result = simulator.render(geometry, landmarks=landmarks, progress=progress)
+        materials_needed = not self._materials_cached(ctNode, settings)
+        simulator = self.simulator_for(ctNode, settings, progress=_part(progress, 0.0, 0.8 if materials_needed else 0.0))
+        result = simulator.render(geometry, landmarks=landmarks,
+                                  progress=_part(progress, 0.8 if materials_needed else 0.0, 1.0))
         self.stats["renders"] += 1
         chosen = self._choose_stages(result, stages)
         display = self._choose_display_stage(chosen, display_stage)
@@ -600,6 +691,13 @@ class DeepDRRLogic:
             _LOG.exception("DeepDRR live update failed")
         for listener in list(self.error_listeners):
             listener(error)
+
+
+def _part(progress, start: float, end: float):
+    """``progress`` mapped so that 0..1 covers start..end of it (None stays None)."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + (end - start) * float(fraction))
 
 
 def _node_id(node):

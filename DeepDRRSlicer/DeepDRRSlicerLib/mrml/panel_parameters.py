@@ -8,8 +8,9 @@ parameter that changes the simulation is mapped here, where CI can test it.
 
 Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
 ``detectorPixels``, ``detectorSize``, ``kvp``, ``livePreview``; ``stage`` (an enum whose ``value``
-is a stage name). The projector is the engine's default (smooth at any CT resolution and the fastest),
-so the panel has no algorithm choice.
+is a stage name); ``materials``, ``densityModel``, ``metal`` and ``materialSegmentation`` (read with
+defaults, so parameter nodes saved before they existed still work). The projector is the engine's default
+(smooth at any CT resolution and the fastest), so the panel has no algorithm choice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 from ..pipeline import SimulationSettings
 from .carm_transform import CArmSetup
 
-__all__ = ["carm_setup", "simulation_settings", "simulate_from_parameters", "update_live_from_parameters"]
+__all__ = ["carm_setup", "simulation_settings", "simulate_from_parameters", "update_live_from_parameters",
+           "apply_material_segmentation"]
 
 
 def carm_setup(parameters) -> CArmSetup:
@@ -28,11 +30,22 @@ def carm_setup(parameters) -> CArmSetup:
 
 def simulation_settings(parameters) -> SimulationSettings:
     """The engine's physics settings of the panel."""
-    return SimulationSettings(kvp=float(parameters.kvp))
+    return SimulationSettings(kvp=float(parameters.kvp),
+                              materials=str(getattr(parameters, "materials", None) or "network"),
+                              density_model=str(getattr(parameters, "densityModel", None) or "calibrated"),
+                              metal=str(getattr(parameters, "metal", None) or "titanium"))
+
+
+def apply_material_segmentation(logic, parameters) -> None:
+    """Use the panel's segmentation (if any) as material overrides of its CT, mapped by segment names."""
+    if getattr(parameters, "ct", None) is None:
+        return
+    logic.set_material_overrides(parameters.ct, getattr(parameters, "materialSegmentation", None))
 
 
 def simulate_from_parameters(logic, parameters, progress=None):
     """``logic.simulate`` (a ``DeepDRRLogic``) with the panel's parameters, then following the C-arm live."""
+    apply_material_segmentation(logic, parameters)
     return logic.simulate(parameters.ct, None, parameters.landmarks, transformNode=parameters.carmTransform,
                           setup=carm_setup(parameters), settings=simulation_settings(parameters),
                           display_stage=parameters.stage.value, show=True, live=True, progress=progress)
@@ -40,6 +53,7 @@ def simulate_from_parameters(logic, parameters, progress=None):
 
 def update_live_from_parameters(logic, parameters) -> None:
     """Pass changed panel parameters to the live view (it re-renders or re-displays as needed)."""
+    apply_material_segmentation(logic, parameters)
     logic.update_live(setup=carm_setup(parameters), settings=simulation_settings(parameters),
                       landmarksNode=parameters.landmarks, display_stage=parameters.stage.value,
                       enabled=parameters.livePreview)
