@@ -22,10 +22,12 @@ torch is optional for the engine: it is imported only inside functions, and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,7 +374,7 @@ def predict_probabilities(loaded: LoadedModel, hu_working: np.ndarray, progress=
     weight_sum = np.zeros(shape, dtype=np.float32)
     starts_list = [(a, b, c) for a in plans[0][1] for b in plans[1][1] for c in plans[2][1]]
     device = torch.device(loaded.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), fixed_torch_threads():
         for index, (s0, s1, s2) in enumerate(starts_list):
             sizes = [p[0] for p in plans]
             region = tuple(slice(s, min(s + z, n)) for s, z, n in zip((s0, s1, s2), sizes, shape))
@@ -393,6 +395,24 @@ def predict_probabilities(loaded: LoadedModel, hu_working: np.ndarray, progress=
     return total / np.maximum(weight_sum, 1e-12)
 
 
+# torch's CPU convolutions round differently with different thread counts (about 1e-7), and
+# DataLoader workers, Ray workers and Slicer each set their own. Inference always uses this many
+# threads, so one machine gives bit-identical materials (and images) whoever calls it.
+INFERENCE_THREADS = max(1, min(8, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def fixed_torch_threads(threads: int = INFERENCE_THREADS):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass
 class WorkingProbabilities:
     """The network's output on its working grid, and how to map it back onto the CT grid."""
@@ -409,7 +429,7 @@ class WorkingProbabilities:
 
         canonical_shape = tuple(np.array(self.native_shape)[list(self.axes)])
         native = np.empty((self.probabilities.shape[0], *canonical_shape), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), fixed_torch_threads():
             source = torch.from_numpy(np.ascontiguousarray(self.probabilities, dtype=np.float32))[None]
             for c in range(source.shape[1]):   # one class at a time bounds the peak memory
                 native[c] = resample(source[:, c:c + 1], canonical_shape)[0, 0].numpy()
@@ -529,8 +549,8 @@ def _device(device: str) -> str:
     if device in ("auto", None):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("The network was asked to run on CUDA, but torch sees no CUDA device.",
-                         "Use --device cpu (or auto), or install a CUDA build of torch.")
+        # --device cuda asks for the GPU projector (CuPy/pycuda); a CPU build of torch still segments
+        return "cpu"
     if device not in ("cpu", "cuda"):
         raise InputError(f"Unknown device {device!r} for the network.", "Use auto, cpu or cuda.")
     return device

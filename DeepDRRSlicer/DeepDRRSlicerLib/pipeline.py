@@ -19,7 +19,7 @@ from .landmarks import ProjectedLandmark, project_landmarks
 from .materials import DEFAULT_DENSITY_MODEL, DEFAULT_METHOD, THRESHOLD_MATERIALS, MaterialVolume, decompose
 from .memory import MemoryContext, estimate_memory, warn_if_large
 from .primary import PrimaryModel
-from .projector import ALGORITHMS, DEFAULT_ALGORITHM, DEVICES, numba_status, project
+from .projector import ALGORITHMS, DEFAULT_ALGORITHM, DEVICES, check_device, numba_status, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
 from .truncation import truncation_mask
 from .volume import Volume
@@ -141,6 +141,7 @@ class Simulator:
                              "Pass materials built from this volume (e.g. decompose(volume)), or nothing.")
         self.settings = settings
         self.settings.validate()
+        check_device(self.settings.device, self.settings.algorithm)  # before the (slow) decomposition
         self.volume = volume
         self.timings: dict = {}
         self.notes: list = []

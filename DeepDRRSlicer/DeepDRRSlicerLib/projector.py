@@ -204,6 +204,16 @@ def project_batch(materials: MaterialVolume, geometries, *, primary_model: "Prim
                            notes + [n for n in first.notes if n not in notes], warnings)
 
 
+def check_device(device: str, algorithm: str = DEFAULT_ALGORITHM) -> None:
+    """Raise now the InputError a render would raise for this device and algorithm (``cuda`` that
+    cannot run, an unknown name), so callers can fail before slow preparation."""
+    _check_options(device, algorithm)
+    if device == "cuda":
+        from .projector_cuda import require_cuda
+
+        require_cuda(algorithm)
+
+
 def _cuda_or_none(*args):
     from .projector_cuda import project_on_gpu
 

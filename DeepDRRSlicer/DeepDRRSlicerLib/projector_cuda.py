@@ -28,7 +28,7 @@ def project_on_gpu(materials, geometries, primary_model, device, algorithm, prog
         projector = cuda.projector_for()
     except cuda.CudaUnavailable as error:
         if device == "cuda":
-            raise InputError(f"--device cuda: no CUDA launcher works here: {error}.", cuda.install_hint()) from None
+            raise _no_launcher_error(error) from None
         notes.append(f"no CUDA: {error}; used the CPU")
         return None
     layout = materials.projector_layout()
@@ -61,3 +61,18 @@ def project_on_gpu(materials, geometries, primary_model, device, algorithm, prog
     except Exception:  # noqa: BLE001 - the name is only for the report
         notes.append(f"rendered with CUDA through {launcher.name}")
     return line_integrals, primary, f"cuda-{launcher.name}"
+
+
+def _no_launcher_error(error) -> InputError:
+    return InputError(f"--device cuda: no CUDA launcher works here: {error}.", cuda.install_hint())
+
+
+def require_cuda(algorithm: str = DEFAULT_ALGORITHM) -> None:
+    """Raise the InputError that ``--device cuda`` would raise at the first render, now (before slow work)."""
+    if algorithm != DEFAULT_ALGORITHM:
+        raise InputError(f"The CUDA projector implements the {DEFAULT_ALGORITHM} algorithm only, not {algorithm}.",
+                         f"Use --algorithm {DEFAULT_ALGORITHM} on the GPU, or --device cpu for {algorithm}.")
+    try:
+        cuda.projector_for()
+    except cuda.CudaUnavailable as error:
+        raise _no_launcher_error(error) from None

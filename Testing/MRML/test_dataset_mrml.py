@@ -59,7 +59,9 @@ def test_nodes_give_the_same_images_as_the_files_they_came_from(tmp_path, ct_nod
     from DeepDRRSlicerLib.projector import project
     from DeepDRRSlicerLib.volume import load_volume
 
-    materials = decompose(load_volume(resources.sample_ct_path()))
+    # DeepDRR's thresholds: their bone (index 2) is the label map's "HU > 350"
+    materials = decompose(load_volume(resources.sample_ct_path()), "threshold", density_model="deepdrr", metal="none")
+    assert materials.names[2] == "bone"
     from_nodes, from_files = ShardDataset(tmp_path / "from_nodes"), ShardDataset(tmp_path / "from_files")
     for index in range(5):
         (a, geometry, _, _), b = from_nodes.read_raw(index), from_files.read_raw(index)[0]

@@ -82,15 +82,28 @@ def torso():
     return phantom, soft, hard, list(views.values())
 
 
-@pytest.fixture(scope="module")
-def pelvis():
-    materials = decompose(load_volume(sample_ct_path()))
+def _pelvis(**decomposition):
+    materials = decompose(load_volume(sample_ct_path()), **decomposition)
     center = tuple(np.asarray(materials.ijk_to_ras[:3, :3]) @ ((np.array(materials.density.shape[::-1]) - 1) / 2)
                    + materials.ijk_to_ras[:3, 3])
     geometries = [CArm(alpha_deg=a, beta_deg=b, isocenter_ras=center, width=96, height=80,
                        pixel_spacing_mm=3.2).geometry() for a, b in ((0, 0), (37, 12), (90, -20), (-135, 30))]
     model = PrimaryModel.for_spectrum(tube_spectrum(90.0, {"Al": 3.3}), materials.names)
     return materials, geometries, model
+
+
+@pytest.fixture(scope="module")
+def pelvis():
+    """The bundled CT as DeepDRR decomposes it: three hard labels (the packed "labels" layout)."""
+    materials, geometries, model = _pelvis(method="threshold", density_model="deepdrr", metal="none")
+    assert materials.projector_layout().kind == "labels" and len(materials.names) == 3
+    return materials, geometries, model
+
+
+@pytest.fixture(scope="module")
+def pelvis_default():
+    """The bundled CT as the default decomposition gives it (network or thresholds, calibrated composition)."""
+    return _pelvis()
 
 
 @pytest.mark.parametrize("layout", ["labels", "fractions"])
@@ -112,8 +125,9 @@ def test_kernel_matches_the_numba_default_on_a_sharp_phantom(torso, layout):
         assert np.median(np.abs(image[rays] - exact[rays]) / exact[rays]) < 0.01
 
 
-def test_kernel_matches_the_numba_default_on_the_bundled_ct(pelvis):
-    materials, geometries, model = pelvis
+@pytest.mark.parametrize("decomposition", ["pelvis", "pelvis_default"])
+def test_kernel_matches_the_numba_default_on_the_bundled_ct(decomposition, request):
+    materials, geometries, model = request.getfixturevalue(decomposition)
     integrals, primary, gpu = _shim(materials, geometries, model)
     assert not gpu.last_plan.split and gpu.last_plan.poses_per_chunk == len(geometries)
     reference, reference_primary = _numba(materials, geometries, model)

@@ -71,6 +71,19 @@ def test_same_input_gives_identical_output(pelvis, pelvis_probabilities):
     assert np.array_equal(again, pelvis_probabilities[0])
 
 
+def test_output_does_not_depend_on_the_callers_torch_threads(pelvis, pelvis_probabilities):
+    """DataLoader workers run torch with 1 thread, Slicer and the CLI with several; convolutions round
+    differently per thread count, so inference fixes its own (same machine, same bits)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if before > 1 else 2)
+        again, _ = mn.segment(pelvis.hu, pelvis.ijk_to_ras, device="cpu")
+    finally:
+        torch.set_num_threads(before)
+    assert torch.get_num_threads() == before
+    assert np.array_equal(again, pelvis_probabilities[0])
+
+
 def test_cortical_bone_in_the_pelvis_is_bone(pelvis):
     """HU > 700 in the pelvic half of the bundled CT (metal excluded) is labelled bone at >= 95 %.
 

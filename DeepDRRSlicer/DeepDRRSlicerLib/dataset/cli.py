@@ -12,6 +12,8 @@ EXIT_INCOMPLETE = 1
 
 
 def add_generate_parser(commands) -> argparse.ArgumentParser:
+    from ..hu_calibration import DENSITY_MODELS
+    from ..metal import METAL_CHOICES
     from ..projector import ALGORITHMS, DEVICES
 
     gen = commands.add_parser(
@@ -43,7 +45,12 @@ def add_generate_parser(commands) -> argparse.ArgumentParser:
     physics.add_argument("--stages", default="primary", help="comma-separated stages to store (default primary)")
     physics.add_argument("--kvp", type=float, default=90.0, help="tube voltage when not randomised (default 90)")
     physics.add_argument("--filtration", default="Al=3.3", help="added filtration (default Al=3.3)")
-    physics.add_argument("--materials", choices=["threshold"], default="threshold", help="material decomposition")
+    physics.add_argument("--materials", choices=["network", "threshold"], default="network",
+                         help="material decomposition, as for simulate (default network)")
+    physics.add_argument("--density-model", choices=list(DENSITY_MODELS), default="calibrated",
+                         help="HU -> density and composition, as for simulate (default calibrated)")
+    physics.add_argument("--metal", choices=list(METAL_CHOICES), default="titanium",
+                         help="implant material, as for simulate (default titanium)")
     physics.add_argument("--algorithm", choices=list(ALGORITHMS), help="projector (default: the engine's)")
     physics.add_argument("--device", choices=list(DEVICES), default="auto", help="projector device")
     image = gen.add_argument_group("images and labels")
@@ -105,6 +112,7 @@ def config_from_args(args):
         stages=stages,
         width=args.size[0], height=args.size[1], pixel_spacing_mm=args.pixel_spacing,
         seed=args.seed, kvp=args.kvp, filtration=parse_filtration(args.filtration), materials=args.materials,
+        density_model=args.density_model, metal=args.metal,
         algorithm=args.algorithm, device=args.device, heatmap_sigma_px=args.heatmap_sigma,
         mask_algorithm=args.mask_algorithm,
         label_names=read_label_names(args.label_names) if args.label_names else {},

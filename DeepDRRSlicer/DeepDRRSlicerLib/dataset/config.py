@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..geometry import DETECTOR_SIDE_MM
+from ..materials import DEFAULT_DENSITY_MODEL, DEFAULT_METHOD
+from ..metal import DEFAULT_METAL
 from .spec import Jitter, PoseSampling
 
 FORMAT_NAME = "deepdrr-slicer-dataset"
@@ -49,7 +51,9 @@ class GenerateConfig:
     seed: int = 0
     kvp: float = 90.0
     filtration: dict = field(default_factory=lambda: {"Al": 3.3})
-    materials: str = "threshold"
+    materials: str = DEFAULT_METHOD            # as `simulate`: the network by default
+    density_model: str = DEFAULT_DENSITY_MODEL
+    metal: str = DEFAULT_METAL
     algorithm: str | None = None               # None: the pipeline's default
     device: str = "auto"
     heatmap_sigma_px: float = DEFAULT_HEATMAP_SIGMA_PX   # 0: no heatmaps
@@ -104,6 +108,7 @@ class GenerateConfig:
             "pixel_spacing_mm": self.spacing_mm,
             "seed": self.seed,
             "settings": {"kvp": self.kvp, "filtration": dict(self.filtration), "materials": self.materials,
+                         "density_model": self.density_model, "metal": self.metal,
                          "algorithm": self.algorithm, "device": self.device},
             "heatmap_sigma_px": self.heatmap_sigma_px,
             "mask_algorithm": self.mask_algorithm,

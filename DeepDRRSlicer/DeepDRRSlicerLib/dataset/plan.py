@@ -296,7 +296,8 @@ def make_plan(config: GenerateConfig, progress=None) -> Plan:
             info.label_ids = sorted(int(x) for x in np.unique(labels) if x > 0)
             structure_ids.update(info.label_ids)
         if material_names is None:
-            material_names = decompose(volume, config.materials).names
+            material_names = decompose(volume, config.materials, density_model=config.density_model,
+                                       metal=config.metal).names
         info.image_count = _count_for_ct(config, info)
     if len(structure_ids) > 254:
         raise InputError(f"The label maps hold {len(structure_ids)} structures; at most 254 can be projected.",
@@ -345,7 +346,7 @@ def settings_for(config: GenerateConfig, physics: dict):
     from ..pipeline import SimulationSettings
 
     kwargs = {"kvp": config.kvp, "filtration": dict(config.filtration), "materials": config.materials,
-              "device": config.device}
+              "density_model": config.density_model, "metal": config.metal, "device": config.device}
     if config.algorithm is not None:
         kwargs["algorithm"] = config.algorithm
     settings = SimulationSettings(**kwargs)

@@ -117,7 +117,8 @@ class SampleRenderer:
             volume, landmarks, labels = load_ct_entry(self.config.cts[ct])
         except InputError as error:
             raise ItemFailed(f"CT {info.path} could not be read at render time: {error.problem}") from None
-        materials = decompose(volume, self.config.materials)
+        materials = decompose(volume, self.config.materials, density_model=self.config.density_model,
+                              metal=self.config.metal, device=self.config.device)
         label_materials = None
         if self.plan.structures:
             lookup = {label: n + 1 for n, (label, _) in enumerate(self.plan.structures)}
