@@ -1,7 +1,23 @@
-"""The simulation pipeline: CT -> materials -> projector -> primary, with every stage kept.
+"""The simulation pipeline: CT -> materials -> projector -> primary -> scatter -> noise -> display.
 
 ``Simulator`` decomposes a CT once and then renders any number of poses, which
-is what the Slicer module's live view and dataset sweeps need.
+is what the Slicer module's live view and dataset sweeps need. This file only
+wires the stages (each lives in its own module, data flows one way):
+
+* projector.py: per-material line integrals (g/cm2);
+* primary.py + detector.py: the absorbed energy of primary photons per pixel
+  (spectrum, K-edge-split bins, air, inverse square and obliquity, CsI
+  absorption, grid), and the flat field (no patient);
+* scatter/: Monte Carlo scatter in the same units;
+* noise.py: compound-Poisson quantum noise, light spread, electronic noise;
+* display: ``final`` = -log of the flat-field-corrected noisy image, windowed.
+
+Stages (every image is (rows, cols) float32): ``primary``, ``scatter`` and
+``total`` are expected signals divided by the flat field (I/I0 units; scatter
+is the scatter signal over the open-field primary signal); ``noisy`` is one
+noisy detector image divided by the flat field; ``final`` is in [0, 1];
+``spr`` = scatter / primary and ``scatter_relative_error`` come with scatter;
+``line_integral_<material>`` in g/cm2.
 """
 
 from __future__ import annotations
@@ -13,8 +29,10 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import DetectorGeometry
+from .detector import AntiScatterGrid, Detector, pixel_geometry
 from .landmarks import ProjectedLandmark, project_landmarks
 from .materials import MaterialVolume, decompose
+from .noise import EXPOSURE_PRESETS, add_noise, final_image, validate_mas
 from .primary import PrimaryModel
 from .projector import ALGORITHMS, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
@@ -24,6 +42,11 @@ MODES = ("polychromatic", "line-integral")
 # DeepDRR's default spectrum: 90 kV with 4.0 mm Al in total (0.7 mm inherent + 3.3 mm added).
 DEFAULT_KVP = 90.0
 DEFAULT_FILTRATION = {"Al": 3.3}
+#: The stages a user chooses from (``--stages``); line integrals are always computed.
+STAGES = ("primary", "scatter", "total", "noisy", "final")
+DEFAULT_STAGES = STAGES
+DEFAULT_SCATTER_PHOTONS = 1_000_000
+DEFAULT_SCATTER_SMOOTHING_MM = 8.0
 
 
 @dataclass
@@ -34,6 +57,36 @@ class SimulationSettings:
     materials: str = "threshold"
     device: str = "auto"
     algorithm: str = "siddon"
+    stages: tuple = DEFAULT_STAGES
+    mas: float = EXPOSURE_PRESETS["fluoroscopy"]         # per image
+    seed: int = 0
+    detector_thickness_mm: float = 0.6                   # CsI:Tl
+    electronic_noise_keV: float = Detector.electronic_noise_keV   # per native 0.194 mm pixel
+    detector_blur_mm: float | None = None                # light spread sigma; None: 0.2 x thickness
+    grid: bool = False
+    grid_ratio: float = AntiScatterGrid.ratio
+    grid_lines_per_cm: float = AntiScatterGrid.strips_per_cm
+    scatter_photons: int = DEFAULT_SCATTER_PHOTONS
+    scatter_smoothing_mm: float = DEFAULT_SCATTER_SMOOTHING_MM
+    air: bool = True
+
+    def detector(self) -> Detector:
+        return Detector(scintillator_mm=float(self.detector_thickness_mm), light_spread_sigma_mm=self.detector_blur_mm,
+                        electronic_noise_keV=float(self.electronic_noise_keV))
+
+    def anti_scatter_grid(self) -> AntiScatterGrid | None:
+        if not self.grid:
+            return None
+        return AntiScatterGrid(ratio=float(self.grid_ratio), strips_per_cm=float(self.grid_lines_per_cm))
+
+    def scatter_settings(self):
+        from .scatter import ScatterSettings
+
+        return ScatterSettings(photons=int(self.scatter_photons), seed=int(self.seed),
+                               smoothing_mm=float(self.scatter_smoothing_mm))
+
+    def wants_scatter(self) -> bool:
+        return self.mode == "polychromatic" and bool({"scatter", "total"} & set(self.stages))
 
     def validate(self) -> None:
         low, high = tabulated_kvp_range()
@@ -48,6 +101,22 @@ class SimulationSettings:
             if not isinstance(thickness, (int, float)) or not np.isfinite(thickness) or thickness < 0:
                 raise InputError(f"Filter thickness for {name} is {thickness!r} mm.",
                                  "Give non-negative thicknesses in mm, e.g. --filtration Al=2.5,Cu=0.1.")
+        if isinstance(self.stages, str):
+            self.stages = tuple(s.strip() for s in self.stages.split(",") if s.strip())
+        self.stages = tuple(self.stages)
+        unknown = [name for name in self.stages if name not in STAGES]
+        if unknown or not self.stages:
+            raise InputError(f"Unknown or no stages: {', '.join(unknown) or '(none)'}.",
+                             f"Choose stages among {', '.join(STAGES)} (e.g. --stages primary,final).")
+        validate_mas(self.mas)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2 ** 63:
+            raise InputError(f"Seed {self.seed!r} is not a non-negative integer.", "Give --seed 0, 1, 2, ...")
+        self.detector().validate()
+        grid = self.anti_scatter_grid()
+        if grid is not None:
+            grid.validate()
+        if self.wants_scatter():
+            self.scatter_settings().validate()
 
 
 @dataclass
@@ -62,9 +131,11 @@ class SimulationResult:
     settings: SimulationSettings
     warnings: list = field(default_factory=list)
     spectrum_summary: dict | None = None
+    metrics: dict = field(default_factory=dict)      # SPR, photons per pixel, detector dose, scatter run
 
     def summary(self) -> dict:
         return {
+            "metrics": self.metrics,
             "settings": asdict(self.settings),
             "stages": {name: {"shape": list(image.shape), "min": float(image.min()), "max": float(image.max()),
                               "mean": float(image.mean())} for name, image in self.stages.items()},
@@ -81,6 +152,9 @@ class SimulationResult:
 class Simulator:
     """Materials and spectrum prepared once for one CT; ``render`` projects one pose."""
 
+    #: Scatter runs kept per pose (the live view re-renders the same pose often).
+    scatter_cache_size = 4
+
     def __init__(self, volume: Volume, settings: SimulationSettings | None = None,
                  materials: MaterialVolume | None = None):
         self.settings = settings or SimulationSettings()
@@ -91,29 +165,47 @@ class Simulator:
         self.materials = materials if materials is not None else decompose(volume, self.settings.materials)
         self.timings["materials"] = time.perf_counter() - start
         self.primary_model = None
+        self.spectrum = None
         self.spectrum_summary = None
+        self.detector = self.settings.detector()
+        self.grid = self.settings.anti_scatter_grid()
+        self._scatter_transport = None
+        self._scatter_cache: dict = {}
+        self._last_scatter = None    # (geometry, scatter / flat) of the last full render, for previews
         if self.settings.mode == "polychromatic":
             start = time.perf_counter()
             spectrum = _spectrum(self.settings)
-            self.primary_model = PrimaryModel.for_spectrum(spectrum, self.materials.names)
+            self.spectrum = spectrum
+            self.primary_model = PrimaryModel.for_spectrum(spectrum, self.materials.names, detector=self.detector)
             self.timings["spectrum"] = time.perf_counter() - start
             self.spectrum_summary = {"kvp": spectrum.kvp, "added_filtration_mm": dict(spectrum.filtration),
                                      "mean_energy_keV": round(spectrum.mean_energy_keV, 3),
-                                     "fluence_photons_per_mAs_mm2_at_1m": spectrum.total_fluence}
+                                     "fluence_photons_per_mAs_mm2_at_1m": spectrum.total_fluence,
+                                     **self.primary_model.summary()}
 
-    def render(self, geometry: DetectorGeometry, landmarks=None, progress=None) -> SimulationResult:
-        """Project one pose. ``progress(fraction)`` may raise SimulationCancelled to stop."""
+    def render(self, geometry: DetectorGeometry, landmarks=None, progress=None, preview: bool = False,
+               scatter_progress=None) -> SimulationResult:
+        """Project one pose. ``progress(fraction)`` may raise SimulationCancelled to stop.
+
+        ``preview``: a quick image for live dragging; scatter is not simulated but taken from the last
+        full render (resampled to this detector grid) and the result says so in its notes.
+        """
         timings = dict(self.timings)
-        projection = project(self.materials, geometry, primary_model=self.primary_model,
-                             device=self.settings.device, algorithm=self.settings.algorithm, progress=progress)
+        settings = self.settings
+        # Line integrals only: the spectral sums need per-pixel air and several moments (primary.py).
+        projection = project(self.materials, geometry,
+                             device=settings.device, algorithm=settings.algorithm, progress=progress)
         timings["projector"] = projection.seconds
         warnings = []
+        notes = list(projection.notes)
         if not np.any(projection.line_integrals):
             warnings.append("no ray crosses the CT: the image is blank. Check the isocentre and angles "
                             "(the isocentre should lie inside the patient).")
         stages = {}
-        if projection.primary is not None:
-            stages["primary"] = projection.primary
+        metrics = {}
+        if self.primary_model is not None:
+            stages, metrics = self._detector_stages(geometry, projection.line_integrals, timings, notes, preview,
+                                                    scatter_progress)
         else:
             stages["line_integral"] = projection.total_line_integral
         for name, image in zip(projection.material_names, projection.line_integrals):
@@ -125,8 +217,143 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=list(projection.notes), settings=self.settings, warnings=warnings,
-                                spectrum_summary=self.spectrum_summary)
+                                notes=notes, settings=self.settings, warnings=warnings,
+                                spectrum_summary=self.spectrum_summary, metrics=metrics)
+
+    # ------------------------------------------------------------------ stages after the projector
+    def _detector_stages(self, geometry, line_integrals, timings, notes, preview, scatter_progress):
+        settings = self.settings
+        model = self.primary_model
+        start = time.perf_counter()
+        pixels = pixel_geometry(geometry, self.materials.ijk_to_ras, self.materials.density.shape)
+        air = pixels.air_outside_box_g_cm2() if settings.air else np.zeros(geometry.shape)
+        air_flat = pixels.air_flat_g_cm2() if settings.air else np.zeros(geometry.shape)
+        weights = model.signal_weights()
+        sums = model.spectral_sums(line_integrals, air, weights)                      # per mAs per mm2 at 1 m
+        flat = model.spectral_sums(np.zeros((0, *geometry.shape), np.float32), air_flat, weights)
+        grid_primary = self.grid.open_fraction if self.grid is not None else 1.0
+        factor = pixels.fluence_factor * grid_primary                               # mm2 x geometry x grid
+        primary_keV = sums[0] * factor                                              # keV per mAs per pixel
+        flat_keV = flat[0] * factor
+        primary = (sums[0] / flat[0]).astype(np.float32)
+        timings["primary"] = time.perf_counter() - start
+        wanted = set(settings.stages)
+        stages = {"primary": primary}
+        metrics = {"mas": settings.mas, "seed": settings.seed, "detector": self.detector.summary(),
+                   "grid": self.grid.summary() if self.grid is not None else None, "air": settings.air}
+        body = primary < 0.95
+        scatter_keV = np.zeros(geometry.shape)
+        scatter_second = np.zeros(geometry.shape)
+        if settings.wants_scatter():
+            start = time.perf_counter()
+            scatter_norm, scatter_keV, scatter_second, rel, scatter_summary = self._scatter(
+                geometry, flat_keV, primary_keV, preview, notes, scatter_progress)
+            timings["scatter"] = time.perf_counter() - start
+            stages["scatter"] = scatter_norm.astype(np.float32)
+            stages["total"] = (primary + scatter_norm).astype(np.float32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                spr = np.where(primary > 0, scatter_norm / np.where(primary > 0, primary, 1.0), 0.0)
+            stages["spr"] = spr.astype(np.float32)
+            if rel is not None:
+                stages["scatter_relative_error"] = rel.astype(np.float32)
+            rows, cols = geometry.shape
+            centre = (slice(max(0, rows // 2 - 2), rows // 2 + 2), slice(max(0, cols // 2 - 2), cols // 2 + 2))
+            metrics["spr_center"] = float(np.mean(scatter_norm[centre]) / max(np.mean(primary[centre]), 1e-30))
+            metrics["spr_mean_in_body"] = float(np.mean(spr[body])) if np.any(body) else None
+            metrics["scatter"] = scatter_summary
+        else:
+            notes.append("scatter not simulated (ask for the scatter or total stage)")
+        total_keV = primary_keV + scatter_keV
+        mas = float(settings.mas)
+        photons_open = mas * flat[2] * factor
+        photons = mas * (sums[2] * factor)
+        rows, cols = geometry.shape
+        metrics["photons_per_pixel_open_field_center"] = float(photons_open[rows // 2, cols // 2])
+        metrics["photons_per_pixel_median_in_body"] = float(np.median(photons[body])) if np.any(body) else None
+        metrics["detector_air_kerma_open_field_uGy"] = (
+            mas * self.spectrum.air_kerma_uGy_per_mAs(geometry.source_to_detector_mm) * grid_primary)
+        if {"noisy", "final"} & wanted:
+            start = time.perf_counter()
+            second = mas * (sums[1] * factor + scatter_second)
+            noisy_keV = add_noise(mas * total_keV, second, seed=int(settings.seed),
+                                  blur_sigma_mm=self.detector.blur_sigma_mm, pixel_spacing_mm=geometry.pixel_spacing,
+                                  electronic_sigma_keV=self.detector.electronic_sigma_keV(pixels.pixel_area_mm2))
+            noisy = (noisy_keV / (mas * flat_keV)).astype(np.float32)
+            stages["noisy"] = noisy
+            final, window = final_image(noisy, reference=primary)
+            stages["final"] = final
+            metrics["final_window"] = window
+            metrics["noise_signal"] = "primary + scatter" if settings.wants_scatter() else "primary only"
+            timings["noise"] = time.perf_counter() - start
+        keep = [name for name in ("primary", "scatter", "total", "noisy", "final") if name in wanted]
+        extras = [name for name in ("spr", "scatter_relative_error") if name in stages and settings.wants_scatter()]
+        return {name: stages[name] for name in keep + extras}, metrics
+
+    def _scatter(self, geometry, flat_keV, primary_keV, preview, notes, progress):
+        from .scatter import ScatterTransport
+
+        settings = self.settings
+        key = _geometry_key(geometry)
+        cached = self._scatter_cache.get(key)
+        if cached is None and preview and self._last_scatter is not None:
+            _, ratio = self._last_scatter
+            resampled = _resample(ratio, geometry.shape)
+            notes.append("preview: scatter taken from the last full render")
+            scatter_norm = resampled
+            scatter_keV = resampled * flat_keV
+            return scatter_norm, scatter_keV, np.zeros(geometry.shape), None, {"source": "previous render (preview)"}
+        if cached is None:
+            if self._scatter_transport is None:
+                self._scatter_transport = ScatterTransport(self.materials, self.primary_model, self.detector, self.grid)
+            cached = self._scatter_transport.run(geometry, settings.scatter_settings(), progress=progress)
+            self._scatter_cache[key] = cached
+            while len(self._scatter_cache) > self.scatter_cache_size:
+                self._scatter_cache.pop(next(iter(self._scatter_cache)))
+        result = cached
+        scatter_norm = result.scatter / flat_keV
+        self._last_scatter = (geometry, scatter_norm)
+        summary = result.summary()
+        summary["relative_error_center"] = float(result.relative_error[geometry.height // 2, geometry.width // 2])
+        summary["relative_error_median"] = float(np.median(result.relative_error))
+        # Built-in self-check: the MC primary against the analytic primary, over the tally grid.
+        block = result.tally_block
+        analytic = _bin_mean(primary_keV, block)
+        total_mc, total_analytic = float(result.mc_primary.sum()), float(analytic.sum())
+        if total_mc > 0 and total_analytic > 0:
+            ratio = total_mc / total_analytic
+            sigma = float(np.sqrt(result.mc_primary_variance.sum())) / total_mc
+            summary["mc_primary_over_analytic"] = round(ratio, 5)
+            summary["mc_primary_over_analytic_sigma"] = round(sigma, 5)
+            if abs(ratio - 1.0) > max(0.01, 4.0 * sigma):
+                notes.append(f"scatter self-check: the Monte Carlo primary is {ratio:.3f} x the analytic primary "
+                             f"(statistical sigma {sigma:.3f})")
+        return scatter_norm, result.scatter, result.scatter_second_moment, result.relative_error, summary
+
+
+def _geometry_key(geometry: DetectorGeometry) -> bytes:
+    parts = [geometry.source, geometry.detector_origin, geometry.u, geometry.v,
+             np.array([geometry.width, geometry.height], dtype=np.float64)]
+    return b"".join(np.round(np.asarray(p, dtype=np.float64), 9).tobytes() for p in parts)
+
+
+def _bin_mean(image: np.ndarray, block: int) -> np.ndarray:
+    if block == 1:
+        return image
+    rows, cols = image.shape
+    sums = np.add.reduceat(np.add.reduceat(image, np.arange(0, rows, block), axis=0), np.arange(0, cols, block), axis=1)
+    counts = np.add.reduceat(np.add.reduceat(np.ones_like(image), np.arange(0, rows, block), axis=0),
+                             np.arange(0, cols, block), axis=1)
+    return sums / counts
+
+
+def _resample(image: np.ndarray, shape: tuple) -> np.ndarray:
+    """Bilinear resampling between detector grids that cover the same area."""
+    rows_in, cols_in = image.shape
+    rows, cols = shape
+    r = (np.arange(rows) + 0.5) * rows_in / rows - 0.5
+    c = (np.arange(cols) + 0.5) * cols_in / cols - 0.5
+    along = np.stack([np.interp(c, np.arange(cols_in), line) for line in image])
+    return np.stack([np.interp(r, np.arange(rows_in), along[:, j]) for j in range(cols)], axis=1)
 
 
 def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSettings | None = None,
@@ -148,4 +375,4 @@ def _spectrum(settings: SimulationSettings):
                          "Use --kvp in 40-150 and filters such as --filtration Al=2.5,Cu=0.1.") from None
 
 
-__all__ = ["MODES", "SimulationSettings", "SimulationResult", "Simulator", "simulate", "ProjectedLandmark"]
+__all__ = ["MODES", "STAGES", "DEFAULT_STAGES", "SimulationSettings", "SimulationResult", "Simulator", "simulate", "ProjectedLandmark"]

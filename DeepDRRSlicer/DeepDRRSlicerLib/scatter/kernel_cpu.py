@@ -67,7 +67,6 @@ _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
 _FOUR = np.uint64(4)
 
-AIR = -1                 # material index meaning "world air"
 ENERGY_CUT_KEV = 1.0     # photons below this are absorbed locally (the data start at 1 keV)
 _EPS_MM = 1e-6
 
@@ -142,6 +141,99 @@ def _box_span(px, py, pz, dx, dy, dz, a, n0, n1, n2):
 
 
 @njit(inline="always")
+def _mu_material(mu_fine, mu_src, m, energy, exact, src_bin, e0, inv_de, n_e):
+    """Total mu/rho (cm2/g) of material row m."""
+    if exact:
+        return mu_src[m, 0, src_bin] + mu_src[m, 1, src_bin] + mu_src[m, 2, src_bin]
+    return (_interp(mu_fine[m], 0, energy, e0, inv_de, n_e) + _interp(mu_fine[m], 1, energy, e0, inv_de, n_e)
+            + _interp(mu_fine[m], 2, energy, e0, inv_de, n_e))
+
+
+@njit(inline="always")
+def _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels, fractions, use_fractions, mixture,
+              mu_fine, mu_src, energy, exact, src_bin, e0, inv_de, n_e):
+    """(mu in 1/mm, density, voxel index) at a point inside the box; fills mixture[m] = f_m mu_m (cm2/g)."""
+    fi = ras_to_ijk[0, 0] * qx + ras_to_ijk[0, 1] * qy + ras_to_ijk[0, 2] * qz + ras_to_ijk[0, 3]
+    fj = ras_to_ijk[1, 0] * qx + ras_to_ijk[1, 1] * qy + ras_to_ijk[1, 2] * qz + ras_to_ijk[1, 3]
+    fk = ras_to_ijk[2, 0] * qx + ras_to_ijk[2, 1] * qy + ras_to_ijk[2, 2] * qz + ras_to_ijk[2, 3]
+    ii = min(max(int(math.floor(fi + 0.5)), 0), ni - 1)
+    jj = min(max(int(math.floor(fj + 0.5)), 0), nj - 1)
+    kk = min(max(int(math.floor(fk + 0.5)), 0), nk - 1)
+    voxel = (kk * nj + jj) * ni + ii
+    rho = density[voxel]
+    mu = 0.0
+    if use_fractions:
+        for m in range(mixture.shape[0] - 1):
+            mixture[m] = fractions[m, voxel] * _mu_material(mu_fine, mu_src, m, energy, exact, src_bin, e0, inv_de, n_e)
+            mu += mixture[m]
+    else:
+        mu = _mu_material(mu_fine, mu_src, labels[voxel], energy, exact, src_bin, e0, inv_de, n_e)
+    return mu * rho * 0.1, rho, voxel
+
+
+@njit(inline="always")
+def _incoherent_function(s_fn, row, x, x_grid):
+    n = x_grid.shape[0]
+    x_max = x_grid[n - 1]   # the grid is quadratic: x_j = x_max (j / (n - 1))^2
+    j = int(math.sqrt(x / x_max) * (n - 1))
+    if j >= n - 1:
+        return s_fn[row, n - 1]
+    t = (x - x_grid[j]) / (x_grid[j + 1] - x_grid[j])
+    return s_fn[row, j] * (1.0 - t) + s_fn[row, j + 1] * t
+
+
+@njit(inline="always")
+def _form_factor_squared(f2, row, x, x_grid):
+    """F^2 at x, linear in y = x^2 between grid points (as the Rayleigh sampler assumes)."""
+    n = x_grid.shape[0]
+    x_max = x_grid[n - 1]
+    j = int(math.sqrt(x / x_max) * (n - 1))
+    if j >= n - 1:
+        return f2[row, n - 1]
+    y0 = x_grid[j] * x_grid[j]
+    y1 = x_grid[j + 1] * x_grid[j + 1]
+    t = (x * x - y0) / (y1 - y0)
+    return f2[row, j] * (1.0 - t) + f2[row, j + 1] * t
+
+
+@njit(inline="always")
+def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, src_bin,
+                  ras_to_ijk, ni, nj, nk, density, labels, fractions, use_fractions, mixture,
+                  mu_fine, mu_src, majorant_fine, majorant_src, e0, inv_de, n_e, air_density):
+    """Unbiased estimate of exp(-int mu) from p to p + dist d: ratio tracking (Novak et al. 2014) in the
+    CT box, exact exponential in the air outside it."""
+    n_materials = mu_fine.shape[0] - 1
+    t_in, t_out = _box_span(px, py, pz, dx, dy, dz, ras_to_ijk, ni, nj, nk)
+    if t_in < 0.0:
+        t_in = 0.0
+    if t_out > dist:
+        t_out = dist
+    inside = 0.0
+    value = 1.0
+    if t_out > t_in:
+        inside = t_out - t_in
+        if exact:
+            maj = majorant_src[src_bin]
+        else:
+            x = (energy - e0) * inv_de
+            j = min(max(int(math.floor(x)), 0), n_e - 2)
+            maj = max(majorant_fine[j], majorant_fine[j + 1])
+        t = t_in
+        while True:
+            t += -math.log(uniform(state, buffer)) / maj
+            if t >= t_out:
+                break
+            mu, rho, voxel = _voxel_mu(px + t * dx, py + t * dy, pz + t * dz, ras_to_ijk, ni, nj, nk, density,
+                                       labels, fractions, use_fractions, mixture, mu_fine, mu_src, energy, exact,
+                                       src_bin, e0, inv_de, n_e)
+            value *= 1.0 - mu / maj
+            if value <= 1e-12:
+                return 0.0
+    mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de, n_e) * air_density * 0.1
+    return value * math.exp(-mu_air * (dist - inside))
+
+
+@njit(inline="always")
 def _rotate(dx, dy, dz, cos_t, phi):
     sin_t = math.sqrt(max(0.0, 1.0 - cos_t * cos_t))
     cp = math.cos(phi)
@@ -206,23 +298,49 @@ def sample_compton(state, buffer, energy, row, x_grid, s_fn, s_inf, hc, rest_kev
     """cos(theta) from Klein-Nishina x S(x)/S(inf), by rejection from uniform cos(theta)."""
     alpha = energy / rest_kev
     k = energy / hc
-    n = x_grid.shape[0]
-    x_max = x_grid[n - 1]   # the grid is quadratic: x_j = x_max (j / (n - 1))^2
     while True:
         cos_t = 2.0 * uniform(state, buffer) - 1.0
         p = 1.0 / (1.0 + alpha * (1.0 - cos_t))
         kn = 0.5 * p * p * (p + 1.0 / p - 1.0 + cos_t * cos_t)   # <= 1
-        x = k * math.sqrt(0.5 * (1.0 - cos_t))
-        # index on the quadratic grid
-        u = math.sqrt(x / x_max) * (n - 1)
-        j = int(u)
-        if j >= n - 1:
-            s = s_fn[row, n - 1]
-        else:
-            t = (x - x_grid[j]) / (x_grid[j + 1] - x_grid[j])
-            s = s_fn[row, j] * (1.0 - t) + s_fn[row, j + 1] * t
+        s = _incoherent_function(s_fn, row, k * math.sqrt(0.5 * (1.0 - cos_t)), x_grid)
         if uniform(state, buffer) <= kn * s / s_inf[row]:
             return cos_t
+
+
+@njit(inline="always")
+def _score(tallies, chunk, scatter, row, col, energy, weight, tally_bin, tally_h, tally_w):
+    """Add an expected absorbed energy energy x weight (weight = eta x grid x estimator weight)."""
+    tr = int(math.floor(row + 0.5)) // tally_bin
+    tc = int(math.floor(col + 0.5)) // tally_bin
+    if tr >= tally_h:
+        tr = tally_h - 1
+    if tc >= tally_w:
+        tc = tally_w - 1
+    w = energy * weight
+    if scatter:
+        tallies[chunk, T_SCATTER, tr, tc] += np.int64(round(w / ENERGY_QUANTUM))
+        tallies[chunk, T_SCATTER_SQ, tr, tc] += np.int64(round(w * w / ENERGY2_QUANTUM))
+        tallies[chunk, T_SCATTER_E2, tr, tc] += np.int64(round(energy * w / ENERGY2_QUANTUM))
+        tallies[chunk, T_SCATTER_COUNT, tr, tc] += np.int64(round(weight / WEIGHT_QUANTUM))
+    else:
+        tallies[chunk, T_PRIMARY, tr, tc] += np.int64(round(w / ENERGY_QUANTUM))
+        tallies[chunk, T_PRIMARY_SQ, tr, tc] += np.int64(round(w * w / ENERGY2_QUANTUM))
+
+
+@njit(inline="always")
+def _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source, hx, hy, hz, dx, dy, dz, det_normal,
+                       cos_inc):
+    """Focused-grid transmission of a photon hitting (hx, hy, hz) with direction d."""
+    if not grid_on:
+        return 1.0
+    fx = hx - source[0]
+    fy = hy - source[1]
+    fz = hz - source[2]
+    f_across = fx * grid_axis[0] + fy * grid_axis[1] + fz * grid_axis[2]
+    f_normal = -(fx * det_normal[0] + fy * det_normal[1] + fz * det_normal[2])
+    d_across = dx * grid_axis[0] + dy * grid_axis[1] + dz * grid_axis[2]
+    deviation = d_across / cos_inc - f_across / f_normal
+    return grid_open * max(0.0, 1.0 - grid_ratio * abs(deviation))
 
 
 @njit(parallel=True, fastmath=False, nogil=True, cache=True)
@@ -233,15 +351,26 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
               e0, inv_de, mu_fine, majorant_fine, src_energy, src_cdf, mu_src, majorant_src, air_density,
               y_grid, f2, f2_cumulative, x_grid, s_fn, s_inf, hc, rest_kev,
               # source and detector
-              source, det_origin, det_u, det_v, det_normal, width, height, cos_max,
+              source, det_origin, det_u, det_v, det_normal, width, height, beam_window, cos_max,
               det_mu_t_fine, det_mu_t_src,
               grid_on, grid_ratio, grid_open, grid_axis,
               world_center, world_radius, tally_bin,
+              forced, norm_compton, norm_rayleigh,
               tallies, book):
     """Transport photons first_photon .. first_photon + n_photons - 1 in n_chunks independent chunks.
 
     mu_fine (M+1, 3, n_e) and mu_src (M+1, 3, B): photo, coherent, incoherent mu/rho (cm2/g).
     majorant_* (1/mm). tallies (n_chunks, N_TALLIES, H_t, W_t) int64, book (n_chunks, N_BOOK) int64.
+    beam_window (col_min, col_max, row_min, row_max): the collimated field, in detector pixel coordinates;
+    cos_max: the largest cos(theta) inside it.
+
+    ``forced``: scatter is scored by forced detection (a next-event estimator): at every real collision
+    a point of the detector is drawn uniformly and the expected energy that this collision scatters
+    toward it (coherently and incoherently, with the angular densities KN x S / norm_compton and
+    Thomson x F^2 / norm_rayleigh per steradian, the transmission to the detector by ratio tracking,
+    eta and the grid) is scored there; analog scattered photons reaching the detector are then counted
+    in the bookkeeping only. Otherwise scatter is scored analogously when photons reach the detector.
+    Primary photons are always scored analogously.
     """
     n_materials = mu_fine.shape[0] - 1
     n_e = mu_fine.shape[2]
@@ -250,6 +379,10 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
     tally_w = tallies.shape[3]
     u_len2 = det_u[0] * det_u[0] + det_u[1] * det_u[1] + det_u[2] * det_u[2]
     v_len2 = det_v[0] * det_v[0] + det_v[1] * det_v[1] + det_v[2] * det_v[2]
+    cx = det_u[1] * det_v[2] - det_u[2] * det_v[1]
+    cy = det_u[2] * det_v[0] - det_u[0] * det_v[2]
+    cz = det_u[0] * det_v[1] - det_u[1] * det_v[0]
+    detector_area = math.sqrt(cx * cx + cy * cy + cz * cz) * width * height
     for chunk in prange(n_chunks):
         state = np.zeros(6, dtype=np.uint64)
         buffer = np.zeros(4)
@@ -276,8 +409,8 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
             src_bin = lo
             energy = src_energy[src_bin]
             while True:
-                cu = -0.5 + uniform(state, buffer) * width
-                rv = -0.5 + uniform(state, buffer) * height
+                cu = beam_window[0] + uniform(state, buffer) * (beam_window[1] - beam_window[0])
+                rv = beam_window[2] + uniform(state, buffer) * (beam_window[3] - beam_window[2])
                 tx = det_origin[0] + cu * det_u[0] + rv * det_v[0] - source[0]
                 ty = det_origin[1] + cu * det_u[1] + rv * det_v[1] - source[1]
                 tz = det_origin[2] + cu * det_u[2] + rv * det_v[2] - source[2]
@@ -288,9 +421,8 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                     break
             dx, dy, dz = tx / dist, ty / dist, tz / dist
             px, py, pz = source[0], source[1], source[2]
-            e_q = np.int64(round(energy / ENERGY_QUANTUM))
             book[chunk, B_EMITTED] += 1
-            book[chunk, B_EMITTED_E] += e_q
+            book[chunk, B_EMITTED_E] += np.int64(round(energy / ENERGY_QUANTUM))
             n_compton = 0
             n_rayleigh = 0
             exact = True   # energy is still a source bin energy (use the exact per-bin tables)
@@ -298,7 +430,7 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                 t_in, t_out = _box_span(px, py, pz, dx, dy, dz, ras_to_ijk, ni, nj, nk)
                 inside = t_in <= 0.0 < t_out
                 interact = False
-                material = AIR
+                material = n_materials
                 if inside:
                     if exact:
                         maj = majorant_src[src_bin]
@@ -315,34 +447,9 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                         qx = px + travelled * dx
                         qy = py + travelled * dy
                         qz = pz + travelled * dz
-                        fi = ras_to_ijk[0, 0] * qx + ras_to_ijk[0, 1] * qy + ras_to_ijk[0, 2] * qz + ras_to_ijk[0, 3]
-                        fj = ras_to_ijk[1, 0] * qx + ras_to_ijk[1, 1] * qy + ras_to_ijk[1, 2] * qz + ras_to_ijk[1, 3]
-                        fk = ras_to_ijk[2, 0] * qx + ras_to_ijk[2, 1] * qy + ras_to_ijk[2, 2] * qz + ras_to_ijk[2, 3]
-                        ii = min(max(int(math.floor(fi + 0.5)), 0), ni - 1)
-                        jj = min(max(int(math.floor(fj + 0.5)), 0), nj - 1)
-                        kk = min(max(int(math.floor(fk + 0.5)), 0), nk - 1)
-                        voxel = (kk * nj + jj) * ni + ii
-                        rho = density[voxel]
-                        mu_voxel = 0.0
-                        if use_fractions:
-                            for m in range(n_materials):
-                                if exact:
-                                    mu_m = mu_src[m, 0, src_bin] + mu_src[m, 1, src_bin] + mu_src[m, 2, src_bin]
-                                else:
-                                    mu_m = (_interp(mu_fine[m], 0, energy, e0, inv_de, n_e)
-                                            + _interp(mu_fine[m], 1, energy, e0, inv_de, n_e)
-                                            + _interp(mu_fine[m], 2, energy, e0, inv_de, n_e))
-                                mixture[m] = fractions[m, voxel] * mu_m
-                                mu_voxel += mixture[m]
-                        else:
-                            m = labels[voxel]
-                            if exact:
-                                mu_voxel = mu_src[m, 0, src_bin] + mu_src[m, 1, src_bin] + mu_src[m, 2, src_bin]
-                            else:
-                                mu_voxel = (_interp(mu_fine[m], 0, energy, e0, inv_de, n_e)
-                                            + _interp(mu_fine[m], 1, energy, e0, inv_de, n_e)
-                                            + _interp(mu_fine[m], 2, energy, e0, inv_de, n_e))
-                        mu_voxel *= rho * 0.1   # 1/mm
+                        mu_voxel, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels,
+                                                         fractions, use_fractions, mixture, mu_fine, mu_src, energy,
+                                                         exact, src_bin, e0, inv_de, n_e)
                         if uniform(state, buffer) * maj < mu_voxel:
                             interact = True
                             px, py, pz = qx, qy, qz
@@ -378,14 +485,8 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                     b = ox * dx + oy * dy + oz * dz
                     cc = ox * ox + oy * oy + oz * oz - world_radius * world_radius
                     t_world = -b + math.sqrt(max(0.0, b * b - cc))
-                    if exact:
-                        mu_air = (mu_src[n_materials, 0, src_bin] + mu_src[n_materials, 1, src_bin]
-                                  + mu_src[n_materials, 2, src_bin])
-                    else:
-                        mu_air = (_interp(mu_fine[n_materials], 0, energy, e0, inv_de, n_e)
-                                  + _interp(mu_fine[n_materials], 1, energy, e0, inv_de, n_e)
-                                  + _interp(mu_fine[n_materials], 2, energy, e0, inv_de, n_e))
-                    mu_air *= air_density * 0.1
+                    mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de,
+                                          n_e) * air_density * 0.1
                     step = -math.log(uniform(state, buffer)) / mu_air
                     t_next = min(t_box, min(t_det, t_world))
                     if step < t_next:
@@ -395,52 +496,32 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                         interact = True
                         material = n_materials
                     elif t_det <= t_box and t_det <= t_world:
-                        hx = px + t_det * dx - det_origin[0]
-                        hy = py + t_det * dy - det_origin[1]
-                        hz = pz + t_det * dz - det_origin[2]
-                        col = (hx * det_u[0] + hy * det_u[1] + hz * det_u[2]) / u_len2
-                        row = (hx * det_v[0] + hy * det_v[1] + hz * det_v[2]) / v_len2
+                        hx = px + t_det * dx
+                        hy = py + t_det * dy
+                        hz = pz + t_det * dz
+                        col = ((hx - det_origin[0]) * det_u[0] + (hy - det_origin[1]) * det_u[1]
+                               + (hz - det_origin[2]) * det_u[2]) / u_len2
+                        row = ((hx - det_origin[0]) * det_v[0] + (hy - det_origin[1]) * det_v[1]
+                               + (hz - det_origin[2]) * det_v[2]) / v_len2
                         if -0.5 <= col < width - 0.5 and -0.5 <= row < height - 0.5:
                             # --- score: expected absorbed energy E eta(E, theta) x grid transmission
                             cos_inc = -toward
                             if exact:
                                 mu_t = det_mu_t_src[src_bin]
                             else:
-                                x = (energy - e0) * inv_de
-                                j = min(max(int(math.floor(x)), 0), n_e - 2)
-                                t = x - j
-                                mu_t = det_mu_t_fine[j] * (1.0 - t) + det_mu_t_fine[j + 1] * t
+                                mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, energy, e0, inv_de, n_e)
                             eta = -math.expm1(-mu_t / cos_inc)
-                            transmission = 1.0
-                            if grid_on:
-                                # slope across the strips, relative to the ray from the source to this point
-                                fx = hx + det_origin[0] - source[0]
-                                fy = hy + det_origin[1] - source[1]
-                                fz = hz + det_origin[2] - source[2]
-                                f_across = fx * grid_axis[0] + fy * grid_axis[1] + fz * grid_axis[2]
-                                f_normal = -(fx * det_normal[0] + fy * det_normal[1] + fz * det_normal[2])
-                                d_across = dx * grid_axis[0] + dy * grid_axis[1] + dz * grid_axis[2]
-                                deviation = d_across / cos_inc - f_across / f_normal
-                                transmission = grid_open * max(0.0, 1.0 - grid_ratio * abs(deviation))
-                            w = energy * eta * transmission
-                            tr = int(math.floor(row + 0.5)) // tally_bin
-                            tc = int(math.floor(col + 0.5)) // tally_bin
-                            if tr >= tally_h:
-                                tr = tally_h - 1
-                            if tc >= tally_w:
-                                tc = tally_w - 1
+                            weight = eta * _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source,
+                                                              hx, hy, hz, dx, dy, dz, det_normal, cos_inc)
                             e_det = np.int64(round(energy / ENERGY_QUANTUM))
                             if n_compton + n_rayleigh == 0:
-                                tallies[chunk, T_PRIMARY, tr, tc] += np.int64(round(w / ENERGY_QUANTUM))
-                                tallies[chunk, T_PRIMARY_SQ, tr, tc] += np.int64(round(w * w / ENERGY2_QUANTUM))
+                                _score(tallies, chunk, False, row, col, energy, weight, tally_bin, tally_h, tally_w)
                                 book[chunk, B_PRIMARY_DET] += 1
                                 book[chunk, B_PRIMARY_DET_E] += e_det
                             else:
-                                tallies[chunk, T_SCATTER, tr, tc] += np.int64(round(w / ENERGY_QUANTUM))
-                                tallies[chunk, T_SCATTER_SQ, tr, tc] += np.int64(round(w * w / ENERGY2_QUANTUM))
-                                tallies[chunk, T_SCATTER_E2, tr, tc] += np.int64(round(energy * w / ENERGY2_QUANTUM))
-                                tallies[chunk, T_SCATTER_COUNT, tr, tc] += np.int64(
-                                    round(eta * transmission / WEIGHT_QUANTUM))
+                                if not forced:
+                                    _score(tallies, chunk, True, row, col, energy, weight, tally_bin, tally_h,
+                                           tally_w)
                                 book[chunk, B_SCATTER_DET] += 1
                                 book[chunk, B_SCATTER_DET_E] += e_det
                                 if n_compton + n_rayleigh == 1:
@@ -472,7 +553,66 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                     photo = _interp(mu_fine[material], 0, energy, e0, inv_de, n_e)
                     coherent = _interp(mu_fine[material], 1, energy, e0, inv_de, n_e)
                     incoherent = _interp(mu_fine[material], 2, energy, e0, inv_de, n_e)
-                pick = uniform(state, buffer) * (photo + coherent + incoherent)
+                mu_total = photo + coherent + incoherent
+                if forced:
+                    # --- next-event estimate toward a uniformly drawn detector point
+                    cu = -0.5 + uniform(state, buffer) * width
+                    rv = -0.5 + uniform(state, buffer) * height
+                    wx = det_origin[0] + cu * det_u[0] + rv * det_v[0] - px
+                    wy = det_origin[1] + cu * det_u[1] + rv * det_v[1] - py
+                    wz = det_origin[2] + cu * det_u[2] + rv * det_v[2] - pz
+                    dist = math.sqrt(wx * wx + wy * wy + wz * wz)
+                    wx /= dist
+                    wy /= dist
+                    wz /= dist
+                    cos_inc = -(wx * det_normal[0] + wy * det_normal[1] + wz * det_normal[2])
+                    if cos_inc > 0.0:
+                        solid = detector_area * cos_inc / (dist * dist)   # sr per unit of the uniform draw
+                        cos_t = dx * wx + dy * wy + dz * wz
+                        k = energy / hc
+                        x = k * math.sqrt(max(0.0, 0.5 * (1.0 - cos_t)))
+                        hx = px + dist * wx
+                        hy = py + dist * wy
+                        hz = pz + dist * wz
+                        grid_t = _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source, hx, hy, hz,
+                                                    wx, wy, wz, det_normal, cos_inc)
+                        if grid_t > 0.0:
+                            # Rayleigh: same energy
+                            density_r = (0.5 * (1.0 + cos_t * cos_t) * _form_factor_squared(f2, material, x, x_grid)
+                                         / _interp(norm_rayleigh, material, energy, e0, inv_de, n_e))
+                            trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, energy, exact,
+                                                  src_bin, ras_to_ijk, ni, nj, nk, density, labels, fractions,
+                                                  use_fractions, mixture, mu_fine, mu_src, majorant_fine,
+                                                  majorant_src, e0, inv_de, n_e, air_density)
+                            if exact:
+                                mu_t = det_mu_t_src[src_bin]
+                            else:
+                                mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, energy, e0, inv_de, n_e)
+                            eta = -math.expm1(-mu_t / cos_inc)
+                            weight = (coherent / mu_total) * density_r * solid * trans * eta * grid_t
+                            col = cu
+                            row = rv
+                            if weight > 0.0:
+                                _score(tallies, chunk, True, row, col, energy, weight, tally_bin, tally_h, tally_w)
+                            # Compton: energy E' = E P
+                            alpha = energy / rest_kev
+                            p = 1.0 / (1.0 + alpha * (1.0 - cos_t))
+                            scattered = energy * p
+                            if scattered >= ENERGY_CUT_KEV:
+                                kn = 0.5 * p * p * (p + 1.0 / p - 1.0 + cos_t * cos_t)
+                                density_c = (kn * _incoherent_function(s_fn, material, x, x_grid)
+                                             / _interp(norm_compton, material, energy, e0, inv_de, n_e))
+                                trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, scattered, False,
+                                                      src_bin, ras_to_ijk, ni, nj, nk, density, labels, fractions,
+                                                      use_fractions, mixture, mu_fine, mu_src, majorant_fine,
+                                                      majorant_src, e0, inv_de, n_e, air_density)
+                                mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, scattered, e0, inv_de, n_e)
+                                eta = -math.expm1(-mu_t / cos_inc)
+                                weight = (incoherent / mu_total) * density_c * solid * trans * eta * grid_t
+                                if weight > 0.0:
+                                    _score(tallies, chunk, True, row, col, scattered, weight, tally_bin, tally_h,
+                                           tally_w)
+                pick = uniform(state, buffer) * mu_total
                 if pick < photo:
                     book[chunk, B_PHOTO] += 1
                     book[chunk, B_ABSORBED] += 1

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..detector import AIR_DENSITY_G_CM3, AntiScatterGrid, Detector, pixel_geometry
+from ..detector import AIR_DENSITY_G_CM3, AntiScatterGrid, Detector
 from ..errors import InputError
 from ..geometry import DetectorGeometry
 from ..interactions import ELECTRON_REST_KEV, HC_KEV_ANGSTROM, material_interactions
@@ -51,6 +51,7 @@ class ScatterSettings:
     seed: int = 0
     smoothing_mm: float = DEFAULT_SMOOTHING_MM   # Gaussian sigma at the detector
     tally_pixel_mm: float = DEFAULT_TALLY_PIXEL_MM
+    forced_detection: bool = True                # next-event estimator for scatter (False: analog scoring)
 
     def validate(self) -> None:
         if not isinstance(self.photons, (int, np.integer)) or isinstance(self.photons, bool) or \
@@ -93,6 +94,50 @@ class ScatterResult:
                 "photons_per_mAs_emitted": self.photons_per_mAs, "bookkeeping": self.bookkeeping}
 
 
+def _window_solid_angle(geometry: DetectorGeometry, window, samples: int = 512) -> float:
+    """Solid angle (sr) of the rectangle window (pixel coordinates) seen from the source (midpoint rule)."""
+    cols = window[0] + (np.arange(samples) + 0.5) * (window[1] - window[0]) / samples
+    rows = window[2] + (np.arange(samples) + 0.5) * (window[3] - window[2]) / samples
+    points = (geometry.detector_origin + cols[None, :, None] * geometry.u + rows[:, None, None] * geometry.v)
+    rays = points - geometry.source
+    distance = np.linalg.norm(rays, axis=-1)
+    cos_incidence = np.abs(rays @ geometry.normal) / distance
+    cell = float(np.linalg.norm(np.cross(geometry.u, geometry.v))) * (window[1] - window[0]) * (window[3] - window[2])
+    return float(np.mean(cos_incidence / distance ** 2) * cell)
+
+
+def angular_normalisations(energies, x_grid, s_fn, f2):
+    """Z_C(E) = 2 pi int KN(mu) S(x) dmu and Z_R(E) = 2 pi int (1 + mu^2)/2 F^2(x) dmu per material row, with
+    KN normalised to 1 forward (the kernel's shape) and S linear in x, F^2 linear in y = x^2 between the
+    table's nodes, as the kernel interpolates them. Integrated in y on the nodes refined 8x (trapezoid)."""
+    y_nodes = x_grid ** 2
+    refine = 8
+    fine_y = np.concatenate([np.linspace(a, b, refine, endpoint=False) for a, b in zip(y_nodes[:-1], y_nodes[1:])]
+                            + [y_nodes[-1:]])
+    fine_x = np.sqrt(fine_y)
+    rows = s_fn.shape[0]
+    s_vals = np.stack([np.interp(fine_x, x_grid, s_fn[r]) for r in range(rows)])
+    f2_vals = np.stack([np.interp(fine_y, y_nodes, f2[r]) for r in range(rows)])
+    norm_c = np.empty((rows, energies.size))
+    norm_r = np.empty((rows, energies.size))
+    for index, energy in enumerate(energies):
+        k2 = (energy / HC_KEV_ANGSTROM) ** 2
+        cut = np.searchsorted(fine_y, k2)
+        y = np.concatenate([fine_y[:cut], [k2]])
+        mu = 1.0 - 2.0 * y / k2
+        alpha = energy / ELECTRON_REST_KEV
+        p = 1.0 / (1.0 + alpha * (1.0 - mu))
+        kn = 0.5 * p * p * (p + 1.0 / p - 1.0 + mu * mu)
+        thomson = 0.5 * (1.0 + mu * mu)
+        jacobian = 2.0 / k2           # |dmu / dy|
+        for r in range(rows):
+            s_row = np.concatenate([s_vals[r, :cut], [np.interp(np.sqrt(k2), x_grid, s_fn[r])]])
+            f_row = np.concatenate([f2_vals[r, :cut], [np.interp(k2, y_nodes, f2[r])]])
+            norm_c[r, index] = 2 * np.pi * jacobian * np.trapezoid(kn * s_row, y)
+            norm_r[r, index] = 2 * np.pi * jacobian * np.trapezoid(thomson * f_row, y)
+    return np.ascontiguousarray(norm_c), np.ascontiguousarray(norm_r)
+
+
 def _quadratic_grid_ok(x: np.ndarray) -> bool:
     expected = x[-1] * (np.arange(x.size) / (x.size - 1)) ** 2
     return np.allclose(x, expected, rtol=1e-9, atol=1e-12)
@@ -102,7 +147,8 @@ class ScatterTransport:
     """Tables for one material volume and one spectrum/detector model, reusable across poses."""
 
     def __init__(self, materials: MaterialVolume, primary_model, detector: Detector | None = None,
-                 grid: AntiScatterGrid | None = None):
+                 grid: AntiScatterGrid | None = None, air_density_g_cm3: float = AIR_DENSITY_G_CM3):
+        self.air_density = float(air_density_g_cm3)
         self.materials = materials
         self.model = primary_model
         self.detector = detector
@@ -154,6 +200,8 @@ class ScatterTransport:
         self.s_fn = np.ascontiguousarray(np.stack([d.incoherent_function for d in data]))
         self.s_inf = np.ascontiguousarray(np.array([max(d.electrons_per_gram_mol, float(d.incoherent_function.max()))
                                                     for d in data]))
+        self.norm_compton, self.norm_rayleigh = angular_normalisations(
+            self.fine_energies, self.x_grid, self.s_fn, self.f2)
         if detector is not None:
             self.det_mu_t_fine = np.ascontiguousarray(detector.attenuation_per_cos(self.fine_energies))
             self.det_mu_t_src = np.ascontiguousarray(detector.attenuation_per_cos(src))
@@ -171,7 +219,10 @@ class ScatterTransport:
         self.ras_to_ijk = np.ascontiguousarray(np.linalg.inv(materials.ijk_to_ras)[:3, :])
 
     def run(self, geometry: DetectorGeometry, settings: ScatterSettings, progress=None,
-            threads: int | None = None) -> ScatterResult:
+            threads: int | None = None, beam_window=None) -> ScatterResult:
+        """Transport ``settings.photons`` photons. ``beam_window`` (col_min, col_max, row_min, row_max) in
+        pixel coordinates collimates the beam to part of the detector (default: all of it, edges at -0.5
+        and size - 0.5); ``threads`` sets the number of independent chunks (results do not depend on it)."""
         import numba
 
         from . import kernel_cpu as kernel
@@ -186,7 +237,12 @@ class ScatterTransport:
         tallies = np.zeros((n_chunks, kernel.N_TALLIES, tally_h, tally_w), dtype=np.int64)
         book = np.zeros((n_chunks, kernel.N_BOOK), dtype=np.int64)
         normal = geometry.normal    # unit normal pointing from the detector toward the source
-        cos_max = self._cos_max(geometry)
+        if beam_window is None:
+            beam_window = (-0.5, width - 0.5, -0.5, height - 0.5)
+        window = np.ascontiguousarray(beam_window, dtype=np.float64)
+        if not (window[0] < window[1] and window[2] < window[3]):
+            raise InputError(f"Empty beam window {tuple(window)}.", "Give col_min < col_max and row_min < row_max.")
+        cos_max = self._cos_max(geometry, window)
         grid = self.grid
         grid_axis = grid.across_unit(geometry) if grid is not None else np.zeros(3)
         centre, radius = self._world_sphere(geometry)
@@ -200,29 +256,30 @@ class ScatterTransport:
                 self.density, self.labels, self.fractions, self.use_fractions,
                 *self.materials.density.shape, self.ras_to_ijk,
                 self.e0, 1.0 / ENERGY_STEP_KEV, self.mu_fine, self.majorant_fine, self.src_energy, self.src_cdf,
-                self.mu_src, self.majorant_src, AIR_DENSITY_G_CM3,
+                self.mu_src, self.majorant_src, self.air_density,
                 self.y_grid, self.f2, self.f2_cumulative, self.x_grid, self.s_fn, self.s_inf, HC_KEV_ANGSTROM,
                 ELECTRON_REST_KEV,
                 np.ascontiguousarray(geometry.source), np.ascontiguousarray(geometry.detector_origin),
                 np.ascontiguousarray(geometry.u), np.ascontiguousarray(geometry.v), np.ascontiguousarray(normal),
-                width, height, cos_max, self.det_mu_t_fine, self.det_mu_t_src,
-                grid is not None, grid.ratio if grid is not None else 0.0,
-                grid.open_fraction if grid is not None else 1.0, np.ascontiguousarray(grid_axis),
-                centre, radius, block, tallies, book)
+                int(width), int(height), window, float(cos_max), self.det_mu_t_fine, self.det_mu_t_src,
+                grid is not None, float(grid.ratio) if grid is not None else 0.0,
+                float(grid.open_fraction) if grid is not None else 1.0, np.ascontiguousarray(grid_axis),
+                centre, float(radius), int(block), bool(settings.forced_detection), self.norm_compton, self.norm_rayleigh,
+                tallies, book)
             done += count
             if progress is not None:
                 progress(done / settings.photons)
         seconds = time.perf_counter() - start
-        return self._result(geometry, settings, tallies.sum(axis=0), book.sum(axis=0), block, seconds)
+        return self._result(geometry, settings, tallies.sum(axis=0), book.sum(axis=0), block, seconds, window)
 
     # ------------------------------------------------------------------
-    def _cos_max(self, geometry: DetectorGeometry) -> float:
-        """Largest cos(theta) over the detector: at the point nearest the foot of the perpendicular."""
+    def _cos_max(self, geometry: DetectorGeometry, window) -> float:
+        """Largest cos(theta) over the beam window: at the point nearest the foot of the perpendicular."""
         n = geometry.normal
         foot = geometry.source - np.dot(geometry.source - geometry.detector_origin, n) * n
         rel = foot - geometry.detector_origin
-        col = np.clip(np.dot(rel, geometry.u) / np.dot(geometry.u, geometry.u), -0.5, geometry.width - 0.5)
-        row = np.clip(np.dot(rel, geometry.v) / np.dot(geometry.v, geometry.v), -0.5, geometry.height - 0.5)
+        col = np.clip(np.dot(rel, geometry.u) / np.dot(geometry.u, geometry.u), window[0], window[1])
+        row = np.clip(np.dot(rel, geometry.v) / np.dot(geometry.v, geometry.v), window[2], window[3])
         point = geometry.detector_origin + col * geometry.u + row * geometry.v
         ray = point - geometry.source
         return float(abs(np.dot(ray, n)) / np.linalg.norm(ray))
@@ -239,12 +296,11 @@ class ScatterTransport:
         radius = float(np.max(np.linalg.norm(points - centre, axis=1))) + 100.0
         return np.ascontiguousarray(centre), radius
 
-    def _result(self, geometry, settings, tallies, book, block, seconds) -> ScatterResult:
+    def _result(self, geometry, settings, tallies, book, block, seconds, window) -> ScatterResult:
         from . import kernel_cpu as kernel
 
         height, width = geometry.shape
-        pixels = pixel_geometry(geometry)
-        solid_angle = float(pixels.solid_angle_sr.sum())
+        solid_angle = _window_solid_angle(geometry, window)
         photons_per_mAs = self.src_fluence_total * 1.0e6 * solid_angle
         n = settings.photons
         scale = photons_per_mAs / n          # physical photons per mAs per simulated photon
