@@ -19,6 +19,12 @@ def display_image(stage: str, image: np.ndarray) -> np.ndarray:
     window, the 1-99 percentile range is taken over the central 70 % of the field, from
     the pixels whose rays crossed the patient."""
     image = np.asarray(image, dtype=np.float64)
+    if stage == "final":   # already windowed to [0, 1] (see noise.final_image)
+        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if stage in ("scatter", "spr", "scatter_relative_error"):   # linear, more is brighter
+        high = float(np.percentile(image, 99.5))
+        high = high if high > 0 else 1.0
+        return (np.clip(image / high, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if stage.startswith("line_integral"):
         values = image
         in_body = values > 0.02 * values.max()
@@ -56,7 +62,9 @@ def versions() -> dict:
 
 
 # Files a run may write; stale ones from an earlier run into the same folder are removed first.
-_OUTPUT_PATTERNS = ("primary.npy", "primary.png", "line_integral*.npy", "line_integral*.png", "landmarks.csv",
+_OUTPUT_PATTERNS = ("primary.npy", "primary.png", "line_integral*.npy", "line_integral*.png", "scatter*.npy",
+                    "scatter*.png", "total.npy", "total.png", "noisy.npy", "noisy.png", "final.npy", "final.png",
+                    "spr.npy", "spr.png", "landmarks.csv",
                     "landmarks.json", "overlay.png", "geometry.json", "summary.json")
 
 
@@ -89,7 +97,8 @@ def write_result(result: SimulationResult, out_dir, parameters: dict | None = No
     result.geometry.save(out / "geometry.json")
     written.append(out / "geometry.json")
     if result.landmarks is not None:
-        main_stage = "primary" if "primary" in result.stages else "line_integral"
+        main_stage = next((s for s in ("final", "primary", "line_integral") if s in result.stages),
+                          next(iter(result.stages)))
         write_landmarks_csv(result.landmarks, out / "landmarks.csv")
         write_landmarks_json(result.landmarks, result.geometry, out / "landmarks.json")
         draw_overlay(previews[main_stage], result.landmarks,

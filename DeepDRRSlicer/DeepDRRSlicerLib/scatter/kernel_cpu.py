@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Fixed-point quanta of the integer tallies.
 ENERGY_QUANTUM = 2.0 ** -20          # keV
@@ -149,7 +149,7 @@ def _mu_material(mu_fine, mu_src, m, energy, exact, src_bin, e0, inv_de, n_e):
             + _interp(mu_fine[m], 2, energy, e0, inv_de, n_e))
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels, fractions, use_fractions, mixture,
               mu_fine, mu_src, energy, exact, src_bin, e0, inv_de, n_e):
     """(mu in 1/mm, density, voxel index) at a point inside the box; fills mixture[m] = f_m mu_m (cm2/g)."""
@@ -196,7 +196,7 @@ def _form_factor_squared(f2, row, x, x_grid):
     return f2[row, j] * (1.0 - t) + f2[row, j + 1] * t
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, src_bin,
                   ras_to_ijk, ni, nj, nk, density, labels, fractions, use_fractions, mixture,
                   mu_fine, mu_src, majorant_fine, majorant_src, e0, inv_de, n_e, air_density):
@@ -233,7 +233,7 @@ def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, sr
     return value * math.exp(-mu_air * (dist - inside))
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _rotate(dx, dy, dz, cos_t, phi):
     sin_t = math.sqrt(max(0.0, 1.0 - cos_t * cos_t))
     cp = math.cos(phi)
@@ -250,7 +250,7 @@ def _rotate(dx, dy, dz, cos_t, phi):
     return nx / norm, ny / norm, nz / norm
 
 
-@njit(inline="always")
+@njit(cache=True)
 def sample_rayleigh(state, buffer, energy, row, y_grid, f2, cumulative, hc):
     """cos(theta) from Thomson x F^2(x); F^2 piecewise linear in y = x^2 (exact inverse within a cell)."""
     k = energy / hc
@@ -293,7 +293,7 @@ def sample_rayleigh(state, buffer, energy, row, y_grid, f2, cumulative, hc):
             return cos_t
 
 
-@njit(inline="always")
+@njit(cache=True)
 def sample_compton(state, buffer, energy, row, x_grid, s_fn, s_inf, hc, rest_kev):
     """cos(theta) from Klein-Nishina x S(x)/S(inf), by rejection from uniform cos(theta)."""
     alpha = energy / rest_kev
@@ -307,7 +307,7 @@ def sample_compton(state, buffer, energy, row, x_grid, s_fn, s_inf, hc, rest_kev
             return cos_t
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _score(tallies, chunk, scatter, row, col, energy, weight, tally_bin, tally_h, tally_w):
     """Add an expected absorbed energy energy x weight (weight = eta x grid x estimator weight)."""
     tr = int(math.floor(row + 0.5)) // tally_bin
@@ -327,7 +327,7 @@ def _score(tallies, chunk, scatter, row, col, energy, weight, tally_bin, tally_h
         tallies[chunk, T_PRIMARY_SQ, tr, tc] += np.int64(round(w * w / ENERGY2_QUANTUM))
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source, hx, hy, hz, dx, dy, dz, det_normal,
                        cos_inc):
     """Focused-grid transmission of a photon hitting (hx, hy, hz) with direction d."""
@@ -343,8 +343,8 @@ def _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source, hx, hy
     return grid_open * max(0.0, 1.0 - grid_ratio * abs(deviation))
 
 
-@njit(parallel=True, fastmath=False, nogil=True, cache=True)
-def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
+@njit(nogil=True, cache=True)
+def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
               # volume
               density, labels, fractions, use_fractions, nk, nj, ni, ras_to_ijk,
               # materials: rows 0..M-1 voxel materials, row M world air
@@ -357,7 +357,10 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
               world_center, world_radius, tally_bin,
               forced, norm_compton, norm_rayleigh,
               tallies, book):
-    """Transport photons first_photon .. first_photon + n_photons - 1 in n_chunks independent chunks.
+    """Transport chunk ``chunk`` of n_chunks equal parts of photons first_photon .. first_photon + n_photons - 1.
+
+    Chunks are independent (the caller runs them on threads; the GIL is released) and write only to
+    tallies[chunk] and book[chunk].
 
     mu_fine (M+1, 3, n_e) and mu_src (M+1, 3, B): photo, coherent, incoherent mu/rho (cm2/g).
     majorant_* (1/mm). tallies (n_chunks, N_TALLIES, H_t, W_t) int64, book (n_chunks, N_BOOK) int64.
@@ -383,257 +386,256 @@ def transport(first_photon, n_photons, n_chunks, seed_lo, seed_hi,
     cy = det_u[2] * det_v[0] - det_u[0] * det_v[2]
     cz = det_u[0] * det_v[1] - det_u[1] * det_v[0]
     detector_area = math.sqrt(cx * cx + cy * cy + cz * cz) * width * height
-    for chunk in prange(n_chunks):
-        state = np.zeros(6, dtype=np.uint64)
-        buffer = np.zeros(4)
-        mixture = np.zeros(n_materials + 1)
-        begin = first_photon + (n_photons * chunk) // n_chunks
-        end = first_photon + (n_photons * (chunk + 1)) // n_chunks
-        for photon in range(begin, end):
-            state[0] = np.uint64(photon) & _MASK32
-            state[1] = np.uint64(photon) >> _SHIFT32
-            state[2] = _ZERO
-            state[3] = _FOUR
-            state[4] = np.uint64(seed_lo)
-            state[5] = np.uint64(seed_hi)
-            # --- source: energy bin from the spectrum, direction uniform in solid angle over the detector
-            r = uniform(state, buffer)
-            lo = 0
-            hi = n_bins - 1
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if src_cdf[mid] < r:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            src_bin = lo
-            energy = src_energy[src_bin]
-            while True:
-                cu = beam_window[0] + uniform(state, buffer) * (beam_window[1] - beam_window[0])
-                rv = beam_window[2] + uniform(state, buffer) * (beam_window[3] - beam_window[2])
-                tx = det_origin[0] + cu * det_u[0] + rv * det_v[0] - source[0]
-                ty = det_origin[1] + cu * det_u[1] + rv * det_v[1] - source[1]
-                tz = det_origin[2] + cu * det_u[2] + rv * det_v[2] - source[2]
-                dist = math.sqrt(tx * tx + ty * ty + tz * tz)
-                c = abs(tx * det_normal[0] + ty * det_normal[1] + tz * det_normal[2]) / dist
-                ratio = c / cos_max
-                if uniform(state, buffer) <= ratio * ratio * ratio:
-                    break
-            dx, dy, dz = tx / dist, ty / dist, tz / dist
-            px, py, pz = source[0], source[1], source[2]
-            book[chunk, B_EMITTED] += 1
-            book[chunk, B_EMITTED_E] += np.int64(round(energy / ENERGY_QUANTUM))
-            n_compton = 0
-            n_rayleigh = 0
-            exact = True   # energy is still a source bin energy (use the exact per-bin tables)
-            while True:
-                t_in, t_out = _box_span(px, py, pz, dx, dy, dz, ras_to_ijk, ni, nj, nk)
-                inside = t_in <= 0.0 < t_out
-                interact = False
-                material = n_materials
-                if inside:
-                    if exact:
-                        maj = majorant_src[src_bin]
-                    else:
-                        x = (energy - e0) * inv_de
-                        j = min(max(int(math.floor(x)), 0), n_e - 2)
-                        maj = max(majorant_fine[j], majorant_fine[j + 1])
-                    travelled = 0.0
-                    while True:
-                        step = -math.log(uniform(state, buffer)) / maj
-                        if travelled + step >= t_out:
-                            break
-                        travelled += step
-                        qx = px + travelled * dx
-                        qy = py + travelled * dy
-                        qz = pz + travelled * dz
-                        mu_voxel, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels,
-                                                         fractions, use_fractions, mixture, mu_fine, mu_src, energy,
-                                                         exact, src_bin, e0, inv_de, n_e)
-                        if uniform(state, buffer) * maj < mu_voxel:
-                            interact = True
-                            px, py, pz = qx, qy, qz
-                            if use_fractions:
-                                pick = uniform(state, buffer) * mu_voxel / (rho * 0.1)
-                                material = n_materials - 1
-                                for m in range(n_materials):
-                                    pick -= mixture[m]
-                                    if pick <= 0.0:
-                                        material = m
-                                        break
-                            else:
-                                material = labels[voxel]
-                            break
-                        book[chunk, B_VIRTUAL] += 1
-                    if not interact:
-                        px += (t_out + _EPS_MM) * dx
-                        py += (t_out + _EPS_MM) * dy
-                        pz += (t_out + _EPS_MM) * dz
-                        continue
-                else:
-                    # --- world air: box entry, detector plane, world boundary, or an interaction
-                    t_box = t_in if (t_in > 0.0 and t_in < t_out) else 1e300
-                    t_det = 1e300
-                    toward = dx * det_normal[0] + dy * det_normal[1] + dz * det_normal[2]
-                    height_above = ((px - det_origin[0]) * det_normal[0] + (py - det_origin[1]) * det_normal[1]
-                                    + (pz - det_origin[2]) * det_normal[2])
-                    if toward < 0.0 and height_above > 0.0:
-                        t_det = -height_above / toward
-                    ox = px - world_center[0]
-                    oy = py - world_center[1]
-                    oz = pz - world_center[2]
-                    b = ox * dx + oy * dy + oz * dz
-                    cc = ox * ox + oy * oy + oz * oz - world_radius * world_radius
-                    t_world = -b + math.sqrt(max(0.0, b * b - cc))
-                    mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de,
-                                          n_e) * air_density * 0.1
-                    step = -math.log(uniform(state, buffer)) / mu_air
-                    t_next = min(t_box, min(t_det, t_world))
-                    if step < t_next:
-                        px += step * dx
-                        py += step * dy
-                        pz += step * dz
-                        interact = True
-                        material = n_materials
-                    elif t_det <= t_box and t_det <= t_world:
-                        hx = px + t_det * dx
-                        hy = py + t_det * dy
-                        hz = pz + t_det * dz
-                        col = ((hx - det_origin[0]) * det_u[0] + (hy - det_origin[1]) * det_u[1]
-                               + (hz - det_origin[2]) * det_u[2]) / u_len2
-                        row = ((hx - det_origin[0]) * det_v[0] + (hy - det_origin[1]) * det_v[1]
-                               + (hz - det_origin[2]) * det_v[2]) / v_len2
-                        if -0.5 <= col < width - 0.5 and -0.5 <= row < height - 0.5:
-                            # --- score: expected absorbed energy E eta(E, theta) x grid transmission
-                            cos_inc = -toward
-                            if exact:
-                                mu_t = det_mu_t_src[src_bin]
-                            else:
-                                mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, energy, e0, inv_de, n_e)
-                            eta = -math.expm1(-mu_t / cos_inc)
-                            weight = eta * _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source,
-                                                              hx, hy, hz, dx, dy, dz, det_normal, cos_inc)
-                            e_det = np.int64(round(energy / ENERGY_QUANTUM))
-                            if n_compton + n_rayleigh == 0:
-                                _score(tallies, chunk, False, row, col, energy, weight, tally_bin, tally_h, tally_w)
-                                book[chunk, B_PRIMARY_DET] += 1
-                                book[chunk, B_PRIMARY_DET_E] += e_det
-                            else:
-                                if not forced:
-                                    _score(tallies, chunk, True, row, col, energy, weight, tally_bin, tally_h,
-                                           tally_w)
-                                book[chunk, B_SCATTER_DET] += 1
-                                book[chunk, B_SCATTER_DET_E] += e_det
-                                if n_compton + n_rayleigh == 1:
-                                    if n_compton == 1:
-                                        book[chunk, B_SINGLE_COMPTON_DET] += 1
-                                    else:
-                                        book[chunk, B_SINGLE_RAYLEIGH_DET] += 1
-                            break
-                        # beside the detector: pass through its plane and go on
-                        px += (t_det + _EPS_MM) * dx
-                        py += (t_det + _EPS_MM) * dy
-                        pz += (t_det + _EPS_MM) * dz
-                        continue
-                    elif t_box <= t_world:
-                        px += (t_box + _EPS_MM) * dx
-                        py += (t_box + _EPS_MM) * dy
-                        pz += (t_box + _EPS_MM) * dz
-                        continue
-                    else:
-                        book[chunk, B_ESCAPED] += 1
-                        book[chunk, B_ESCAPED_E] += np.int64(round(energy / ENERGY_QUANTUM))
-                        break
-                # --- a real interaction with material `material` (n_materials = world air)
+    state = np.zeros(6, dtype=np.uint64)
+    buffer = np.zeros(4)
+    mixture = np.zeros(n_materials + 1)
+    begin = first_photon + (n_photons * chunk) // n_chunks
+    end = first_photon + (n_photons * (chunk + 1)) // n_chunks
+    for photon in range(begin, end):
+        state[0] = np.uint64(photon) & _MASK32
+        state[1] = np.uint64(photon) >> _SHIFT32
+        state[2] = _ZERO
+        state[3] = _FOUR
+        state[4] = np.uint64(seed_lo)
+        state[5] = np.uint64(seed_hi)
+        # --- source: energy bin from the spectrum, direction uniform in solid angle over the detector
+        r = uniform(state, buffer)
+        lo = 0
+        hi = n_bins - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if src_cdf[mid] < r:
+                lo = mid + 1
+            else:
+                hi = mid
+        src_bin = lo
+        energy = src_energy[src_bin]
+        while True:
+            cu = beam_window[0] + uniform(state, buffer) * (beam_window[1] - beam_window[0])
+            rv = beam_window[2] + uniform(state, buffer) * (beam_window[3] - beam_window[2])
+            tx = det_origin[0] + cu * det_u[0] + rv * det_v[0] - source[0]
+            ty = det_origin[1] + cu * det_u[1] + rv * det_v[1] - source[1]
+            tz = det_origin[2] + cu * det_u[2] + rv * det_v[2] - source[2]
+            dist = math.sqrt(tx * tx + ty * ty + tz * tz)
+            c = abs(tx * det_normal[0] + ty * det_normal[1] + tz * det_normal[2]) / dist
+            ratio = c / cos_max
+            if uniform(state, buffer) <= ratio * ratio * ratio:
+                break
+        dx, dy, dz = tx / dist, ty / dist, tz / dist
+        px, py, pz = source[0], source[1], source[2]
+        book[chunk, B_EMITTED] += 1
+        book[chunk, B_EMITTED_E] += np.int64(round(energy / ENERGY_QUANTUM))
+        n_compton = 0
+        n_rayleigh = 0
+        exact = True   # energy is still a source bin energy (use the exact per-bin tables)
+        while True:
+            t_in, t_out = _box_span(px, py, pz, dx, dy, dz, ras_to_ijk, ni, nj, nk)
+            inside = t_in <= 0.0 < t_out
+            interact = False
+            material = n_materials
+            if inside:
                 if exact:
-                    photo = mu_src[material, 0, src_bin]
-                    coherent = mu_src[material, 1, src_bin]
-                    incoherent = mu_src[material, 2, src_bin]
+                    maj = majorant_src[src_bin]
                 else:
-                    photo = _interp(mu_fine[material], 0, energy, e0, inv_de, n_e)
-                    coherent = _interp(mu_fine[material], 1, energy, e0, inv_de, n_e)
-                    incoherent = _interp(mu_fine[material], 2, energy, e0, inv_de, n_e)
-                mu_total = photo + coherent + incoherent
-                if forced:
-                    # --- next-event estimate toward a uniformly drawn detector point
-                    cu = -0.5 + uniform(state, buffer) * width
-                    rv = -0.5 + uniform(state, buffer) * height
-                    wx = det_origin[0] + cu * det_u[0] + rv * det_v[0] - px
-                    wy = det_origin[1] + cu * det_u[1] + rv * det_v[1] - py
-                    wz = det_origin[2] + cu * det_u[2] + rv * det_v[2] - pz
-                    dist = math.sqrt(wx * wx + wy * wy + wz * wz)
-                    wx /= dist
-                    wy /= dist
-                    wz /= dist
-                    cos_inc = -(wx * det_normal[0] + wy * det_normal[1] + wz * det_normal[2])
-                    if cos_inc > 0.0:
-                        solid = detector_area * cos_inc / (dist * dist)   # sr per unit of the uniform draw
-                        cos_t = dx * wx + dy * wy + dz * wz
-                        k = energy / hc
-                        x = k * math.sqrt(max(0.0, 0.5 * (1.0 - cos_t)))
-                        hx = px + dist * wx
-                        hy = py + dist * wy
-                        hz = pz + dist * wz
-                        grid_t = _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source, hx, hy, hz,
-                                                    wx, wy, wz, det_normal, cos_inc)
-                        if grid_t > 0.0:
-                            # Rayleigh: same energy
-                            density_r = (0.5 * (1.0 + cos_t * cos_t) * _form_factor_squared(f2, material, x, x_grid)
-                                         / _interp(norm_rayleigh, material, energy, e0, inv_de, n_e))
-                            trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, energy, exact,
+                    x = (energy - e0) * inv_de
+                    j = min(max(int(math.floor(x)), 0), n_e - 2)
+                    maj = max(majorant_fine[j], majorant_fine[j + 1])
+                travelled = 0.0
+                while True:
+                    step = -math.log(uniform(state, buffer)) / maj
+                    if travelled + step >= t_out:
+                        break
+                    travelled += step
+                    qx = px + travelled * dx
+                    qy = py + travelled * dy
+                    qz = pz + travelled * dz
+                    mu_voxel, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels,
+                                                     fractions, use_fractions, mixture, mu_fine, mu_src, energy,
+                                                     exact, src_bin, e0, inv_de, n_e)
+                    if uniform(state, buffer) * maj < mu_voxel:
+                        interact = True
+                        px, py, pz = qx, qy, qz
+                        if use_fractions:
+                            pick = uniform(state, buffer) * mu_voxel / (rho * 0.1)
+                            material = n_materials - 1
+                            for m in range(n_materials):
+                                pick -= mixture[m]
+                                if pick <= 0.0:
+                                    material = m
+                                    break
+                        else:
+                            material = labels[voxel]
+                        break
+                    book[chunk, B_VIRTUAL] += 1
+                if not interact:
+                    px += (t_out + _EPS_MM) * dx
+                    py += (t_out + _EPS_MM) * dy
+                    pz += (t_out + _EPS_MM) * dz
+                    continue
+            else:
+                # --- world air: box entry, detector plane, world boundary, or an interaction
+                t_box = t_in if (t_in > 0.0 and t_in < t_out) else 1e300
+                t_det = 1e300
+                toward = dx * det_normal[0] + dy * det_normal[1] + dz * det_normal[2]
+                height_above = ((px - det_origin[0]) * det_normal[0] + (py - det_origin[1]) * det_normal[1]
+                                + (pz - det_origin[2]) * det_normal[2])
+                if toward < 0.0 and height_above > 0.0:
+                    t_det = -height_above / toward
+                ox = px - world_center[0]
+                oy = py - world_center[1]
+                oz = pz - world_center[2]
+                b = ox * dx + oy * dy + oz * dz
+                cc = ox * ox + oy * oy + oz * oz - world_radius * world_radius
+                t_world = -b + math.sqrt(max(0.0, b * b - cc))
+                mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de,
+                                      n_e) * air_density * 0.1
+                step = -math.log(uniform(state, buffer)) / mu_air
+                t_next = min(t_box, min(t_det, t_world))
+                if step < t_next:
+                    px += step * dx
+                    py += step * dy
+                    pz += step * dz
+                    interact = True
+                    material = n_materials
+                elif t_det <= t_box and t_det <= t_world:
+                    hx = px + t_det * dx
+                    hy = py + t_det * dy
+                    hz = pz + t_det * dz
+                    col = ((hx - det_origin[0]) * det_u[0] + (hy - det_origin[1]) * det_u[1]
+                           + (hz - det_origin[2]) * det_u[2]) / u_len2
+                    row = ((hx - det_origin[0]) * det_v[0] + (hy - det_origin[1]) * det_v[1]
+                           + (hz - det_origin[2]) * det_v[2]) / v_len2
+                    if -0.5 <= col < width - 0.5 and -0.5 <= row < height - 0.5:
+                        # --- score: expected absorbed energy E eta(E, theta) x grid transmission
+                        cos_inc = -toward
+                        if exact:
+                            mu_t = det_mu_t_src[src_bin]
+                        else:
+                            mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, energy, e0, inv_de, n_e)
+                        eta = -math.expm1(-mu_t / cos_inc)
+                        weight = eta * _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source,
+                                                          hx, hy, hz, dx, dy, dz, det_normal, cos_inc)
+                        e_det = np.int64(round(energy / ENERGY_QUANTUM))
+                        if n_compton + n_rayleigh == 0:
+                            _score(tallies, chunk, False, row, col, energy, weight, tally_bin, tally_h, tally_w)
+                            book[chunk, B_PRIMARY_DET] += 1
+                            book[chunk, B_PRIMARY_DET_E] += e_det
+                        else:
+                            if not forced:
+                                _score(tallies, chunk, True, row, col, energy, weight, tally_bin, tally_h,
+                                       tally_w)
+                            book[chunk, B_SCATTER_DET] += 1
+                            book[chunk, B_SCATTER_DET_E] += e_det
+                            if n_compton + n_rayleigh == 1:
+                                if n_compton == 1:
+                                    book[chunk, B_SINGLE_COMPTON_DET] += 1
+                                else:
+                                    book[chunk, B_SINGLE_RAYLEIGH_DET] += 1
+                        break
+                    # beside the detector: pass through its plane and go on
+                    px += (t_det + _EPS_MM) * dx
+                    py += (t_det + _EPS_MM) * dy
+                    pz += (t_det + _EPS_MM) * dz
+                    continue
+                elif t_box <= t_world:
+                    px += (t_box + _EPS_MM) * dx
+                    py += (t_box + _EPS_MM) * dy
+                    pz += (t_box + _EPS_MM) * dz
+                    continue
+                else:
+                    book[chunk, B_ESCAPED] += 1
+                    book[chunk, B_ESCAPED_E] += np.int64(round(energy / ENERGY_QUANTUM))
+                    break
+            # --- a real interaction with material `material` (n_materials = world air)
+            if exact:
+                photo = mu_src[material, 0, src_bin]
+                coherent = mu_src[material, 1, src_bin]
+                incoherent = mu_src[material, 2, src_bin]
+            else:
+                photo = _interp(mu_fine[material], 0, energy, e0, inv_de, n_e)
+                coherent = _interp(mu_fine[material], 1, energy, e0, inv_de, n_e)
+                incoherent = _interp(mu_fine[material], 2, energy, e0, inv_de, n_e)
+            mu_total = photo + coherent + incoherent
+            if forced:
+                # --- next-event estimate toward a uniformly drawn detector point
+                cu = -0.5 + uniform(state, buffer) * width
+                rv = -0.5 + uniform(state, buffer) * height
+                wx = det_origin[0] + cu * det_u[0] + rv * det_v[0] - px
+                wy = det_origin[1] + cu * det_u[1] + rv * det_v[1] - py
+                wz = det_origin[2] + cu * det_u[2] + rv * det_v[2] - pz
+                dist = math.sqrt(wx * wx + wy * wy + wz * wz)
+                wx /= dist
+                wy /= dist
+                wz /= dist
+                cos_inc = -(wx * det_normal[0] + wy * det_normal[1] + wz * det_normal[2])
+                if cos_inc > 0.0:
+                    solid = detector_area * cos_inc / (dist * dist)   # sr per unit of the uniform draw
+                    cos_t = dx * wx + dy * wy + dz * wz
+                    k = energy / hc
+                    x = k * math.sqrt(max(0.0, 0.5 * (1.0 - cos_t)))
+                    hx = px + dist * wx
+                    hy = py + dist * wy
+                    hz = pz + dist * wz
+                    grid_t = _grid_transmission(grid_on, grid_ratio, grid_open, grid_axis, source, hx, hy, hz,
+                                                wx, wy, wz, det_normal, cos_inc)
+                    if grid_t > 0.0:
+                        # Rayleigh: same energy
+                        density_r = (0.5 * (1.0 + cos_t * cos_t) * _form_factor_squared(f2, material, x, x_grid)
+                                     / _interp(norm_rayleigh, material, energy, e0, inv_de, n_e))
+                        trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, energy, exact,
+                                              src_bin, ras_to_ijk, ni, nj, nk, density, labels, fractions,
+                                              use_fractions, mixture, mu_fine, mu_src, majorant_fine,
+                                              majorant_src, e0, inv_de, n_e, air_density)
+                        if exact:
+                            mu_t = det_mu_t_src[src_bin]
+                        else:
+                            mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, energy, e0, inv_de, n_e)
+                        eta = -math.expm1(-mu_t / cos_inc)
+                        weight = (coherent / mu_total) * density_r * solid * trans * eta * grid_t
+                        col = cu
+                        row = rv
+                        if weight > 0.0:
+                            _score(tallies, chunk, True, row, col, energy, weight, tally_bin, tally_h, tally_w)
+                        # Compton: energy E' = E P
+                        alpha = energy / rest_kev
+                        p = 1.0 / (1.0 + alpha * (1.0 - cos_t))
+                        scattered = energy * p
+                        if scattered >= ENERGY_CUT_KEV:
+                            kn = 0.5 * p * p * (p + 1.0 / p - 1.0 + cos_t * cos_t)
+                            density_c = (kn * _incoherent_function(s_fn, material, x, x_grid)
+                                         / _interp(norm_compton, material, energy, e0, inv_de, n_e))
+                            trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, scattered, False,
                                                   src_bin, ras_to_ijk, ni, nj, nk, density, labels, fractions,
                                                   use_fractions, mixture, mu_fine, mu_src, majorant_fine,
                                                   majorant_src, e0, inv_de, n_e, air_density)
-                            if exact:
-                                mu_t = det_mu_t_src[src_bin]
-                            else:
-                                mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, energy, e0, inv_de, n_e)
+                            mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, scattered, e0, inv_de, n_e)
                             eta = -math.expm1(-mu_t / cos_inc)
-                            weight = (coherent / mu_total) * density_r * solid * trans * eta * grid_t
-                            col = cu
-                            row = rv
+                            weight = (incoherent / mu_total) * density_c * solid * trans * eta * grid_t
                             if weight > 0.0:
-                                _score(tallies, chunk, True, row, col, energy, weight, tally_bin, tally_h, tally_w)
-                            # Compton: energy E' = E P
-                            alpha = energy / rest_kev
-                            p = 1.0 / (1.0 + alpha * (1.0 - cos_t))
-                            scattered = energy * p
-                            if scattered >= ENERGY_CUT_KEV:
-                                kn = 0.5 * p * p * (p + 1.0 / p - 1.0 + cos_t * cos_t)
-                                density_c = (kn * _incoherent_function(s_fn, material, x, x_grid)
-                                             / _interp(norm_compton, material, energy, e0, inv_de, n_e))
-                                trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, scattered, False,
-                                                      src_bin, ras_to_ijk, ni, nj, nk, density, labels, fractions,
-                                                      use_fractions, mixture, mu_fine, mu_src, majorant_fine,
-                                                      majorant_src, e0, inv_de, n_e, air_density)
-                                mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, scattered, e0, inv_de, n_e)
-                                eta = -math.expm1(-mu_t / cos_inc)
-                                weight = (incoherent / mu_total) * density_c * solid * trans * eta * grid_t
-                                if weight > 0.0:
-                                    _score(tallies, chunk, True, row, col, scattered, weight, tally_bin, tally_h,
-                                           tally_w)
-                pick = uniform(state, buffer) * mu_total
-                if pick < photo:
-                    book[chunk, B_PHOTO] += 1
-                    book[chunk, B_ABSORBED] += 1
-                    book[chunk, B_ABSORBED_E] += np.int64(round(energy / ENERGY_QUANTUM))
-                    break
-                if pick < photo + coherent:
-                    cos_t = sample_rayleigh(state, buffer, energy, material, y_grid, f2, f2_cumulative, hc)
-                    n_rayleigh += 1
-                    book[chunk, B_RAYLEIGH] += 1
-                else:
-                    cos_t = sample_compton(state, buffer, energy, material, x_grid, s_fn, s_inf, hc, rest_kev)
-                    new_energy = energy / (1.0 + energy / rest_kev * (1.0 - cos_t))
-                    before = np.int64(round(energy / ENERGY_QUANTUM))
-                    after = np.int64(round(new_energy / ENERGY_QUANTUM))
-                    book[chunk, B_COMPTON_E] += before - after
-                    energy = new_energy
-                    exact = False
-                    n_compton += 1
-                    book[chunk, B_COMPTON] += 1
-                dx, dy, dz = _rotate(dx, dy, dz, cos_t, 2.0 * math.pi * uniform(state, buffer))
-                if energy < ENERGY_CUT_KEV:
-                    book[chunk, B_ABSORBED] += 1
-                    book[chunk, B_ABSORBED_E] += np.int64(round(energy / ENERGY_QUANTUM))
-                    break
+                                _score(tallies, chunk, True, row, col, scattered, weight, tally_bin, tally_h,
+                                       tally_w)
+            pick = uniform(state, buffer) * mu_total
+            if pick < photo:
+                book[chunk, B_PHOTO] += 1
+                book[chunk, B_ABSORBED] += 1
+                book[chunk, B_ABSORBED_E] += np.int64(round(energy / ENERGY_QUANTUM))
+                break
+            if pick < photo + coherent:
+                cos_t = sample_rayleigh(state, buffer, energy, material, y_grid, f2, f2_cumulative, hc)
+                n_rayleigh += 1
+                book[chunk, B_RAYLEIGH] += 1
+            else:
+                cos_t = sample_compton(state, buffer, energy, material, x_grid, s_fn, s_inf, hc, rest_kev)
+                new_energy = energy / (1.0 + energy / rest_kev * (1.0 - cos_t))
+                before = np.int64(round(energy / ENERGY_QUANTUM))
+                after = np.int64(round(new_energy / ENERGY_QUANTUM))
+                book[chunk, B_COMPTON_E] += before - after
+                energy = new_energy
+                exact = False
+                n_compton += 1
+                book[chunk, B_COMPTON] += 1
+            dx, dy, dz = _rotate(dx, dy, dz, cos_t, 2.0 * math.pi * uniform(state, buffer))
+            if energy < ENERGY_CUT_KEV:
+                book[chunk, B_ABSORBED] += 1
+                book[chunk, B_ABSORBED_E] += np.int64(round(energy / ENERGY_QUANTUM))
+                break

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,7 @@ class ScatterResult:
     scatter_second_moment: np.ndarray   # (H, W) keV^2 per mAs (compound-Poisson variance), denoised
     relative_error: np.ndarray          # (H, W) of the denoised scatter (statistical, 1 sigma)
     raw_scatter: np.ndarray             # (Ht, Wt) keV per mAs per pixel, on the tally grid, not smoothed
+    scatter_variance_raw: np.ndarray    # (Ht, Wt) its variance
     mc_primary: np.ndarray              # (Ht, Wt) keV per mAs per pixel, on the tally grid
     mc_primary_variance: np.ndarray     # (Ht, Wt) its variance
     tally_block: int
@@ -82,6 +84,7 @@ class ScatterResult:
     settings: ScatterSettings
     backend: str = "cpu"
     notes: list = field(default_factory=list)
+    per_photon: dict = field(default_factory=dict)   # tally-grid sums per emitted photon (diagnostics, tests)
 
     @property
     def photons_per_second(self) -> float:
@@ -249,9 +252,10 @@ class ScatterTransport:
         seed = int(settings.seed)
         batches = max(1, min(16, settings.photons // 50_000))
         done = 0
+        pool = ThreadPoolExecutor(max_workers=n_chunks) if n_chunks > 1 else None
         for batch in range(batches):
             count = settings.photons * (batch + 1) // batches - done
-            kernel.transport(
+            arguments = (
                 done, count, n_chunks, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF,
                 self.density, self.labels, self.fractions, self.use_fractions,
                 *self.materials.density.shape, self.ras_to_ijk,
@@ -266,9 +270,15 @@ class ScatterTransport:
                 float(grid.open_fraction) if grid is not None else 1.0, np.ascontiguousarray(grid_axis),
                 centre, float(radius), int(block), bool(settings.forced_detection), self.norm_compton, self.norm_rayleigh,
                 tallies, book)
+            if pool is None:
+                kernel.transport(0, *arguments)
+            else:
+                list(pool.map(lambda chunk: kernel.transport(chunk, *arguments), range(n_chunks)))
             done += count
             if progress is not None:
                 progress(done / settings.photons)
+        if pool is not None:
+            pool.shutdown()
         seconds = time.perf_counter() - start
         return self._result(geometry, settings, tallies.sum(axis=0), book.sum(axis=0), block, seconds, window)
 
@@ -337,8 +347,13 @@ class ScatterTransport:
             bookkeeping[name] = value * q if name.endswith("_keV") else value
         bookkeeping["quanta"] = {name: int(book[i]) for i, name in enumerate(names) if name.endswith("_keV")}
         bookkeeping["energy_quantum_keV"] = q
-        return ScatterResult(scatter=scatter_full.astype(np.float64), scatter_second_moment=second_full,
-                             relative_error=rel_full, raw_scatter=scatter, mc_primary=primary,
+        per_photon = {"primary_keV": tallies[kernel.T_PRIMARY] * kernel.ENERGY_QUANTUM / n,
+                      "scatter_keV": tallies[kernel.T_SCATTER] * kernel.ENERGY_QUANTUM / n,
+                      "scatter_photons": tallies[kernel.T_SCATTER_COUNT] * kernel.WEIGHT_QUANTUM / n,
+                      "scatter_photons_raw": tallies[kernel.T_SCATTER_COUNT].copy(),
+                      "primary_raw": tallies[kernel.T_PRIMARY].copy(), "scatter_raw": tallies[kernel.T_SCATTER].copy()}
+        return ScatterResult(per_photon=per_photon, scatter=scatter_full.astype(np.float64), scatter_second_moment=second_full,
+                             relative_error=rel_full, raw_scatter=scatter, scatter_variance_raw=scatter_var, mc_primary=primary,
                              mc_primary_variance=primary_var, tally_block=block, photons=n,
                              photons_per_mAs=photons_per_mAs, seconds=seconds, bookkeeping=bookkeeping,
                              settings=settings)
