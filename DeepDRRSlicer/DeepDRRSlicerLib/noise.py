@@ -30,10 +30,11 @@ the same seed gives bit-identical images on the same machine.
 
 Exposure defaults (``EXPOSURE_PRESETS``): a mobile C-arm's pulsed fluoroscopy
 frame, 0.05 mAs (e.g. 5 mA x 10 ms), and its single-shot radiography mode,
-1 mAs. At 90 kV with 4 mm Al (60 uGy/mAs at 1 m, see spectrum.py) and SID
-1020 mm these give about 2.9 uGy and 58 uGy incident at the detector without a
-patient; behind 20 cm of tissue (~3-4 % transmitted) about 0.1 uGy per fluoroscopy
-frame and 2 uGy per radiograph, the detector doses at which flat-panel
+1 mAs. At the default 90 kV with 4 mm Al in total (70 uGy/mAs at 1 m, see
+spectrum.py) and SID 1020 mm these give about 3.3 uGy and 67 uGy incident at the
+detector without a patient; behind 20 cm of tissue (~3 % of the kerma
+transmitted) about 0.1 uGy per fluoroscopy frame and 2 uGy per radiograph, the
+detector doses at which flat-panel
 fluoroscopy (tens to a few hundred nGy per frame) and digital radiography
 (a few uGy) operate. The summary reports the detector air kerma actually
 reached, so users can match their own system.

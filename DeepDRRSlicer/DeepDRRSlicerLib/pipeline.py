@@ -45,7 +45,7 @@ DEFAULT_FILTRATION = {"Al": 3.3}
 #: The stages a user chooses from (``--stages``); line integrals are always computed.
 STAGES = ("primary", "scatter", "total", "noisy", "final")
 DEFAULT_STAGES = STAGES
-DEFAULT_SCATTER_PHOTONS = 1_000_000
+DEFAULT_SCATTER_PHOTONS = 300_000
 DEFAULT_SCATTER_SMOOTHING_MM = 8.0
 
 

@@ -44,8 +44,11 @@ def test_every_stage_from_the_api_with_consistent_units(volume, geometry):
     assert metrics["spr_center"] > 0.05 and metrics["photons_per_pixel_median_in_body"] > 10
     assert metrics["scatter"]["photons"] == 30_000 and metrics["scatter"]["bookkeeping"]["emitted"] == 30_000
     assert "mc_primary_over_analytic" in metrics["scatter"]
+    from DeepDRRSlicerLib.spectrum import tube_spectrum
+
+    per_mas_at_1m = tube_spectrum(90.0, {"Al": 3.3}).air_kerma_uGy_per_mAs(1000.0)
     assert metrics["detector_air_kerma_open_field_uGy"] == pytest.approx(
-        0.5 * 60.1 * (1000 / geometry.source_to_detector_mm) ** 2, rel=0.05)
+        0.5 * per_mas_at_1m * (1000 / geometry.source_to_detector_mm) ** 2, rel=1e-9)
 
 
 def test_more_mas_means_less_relative_noise(volume, geometry):

@@ -197,11 +197,12 @@ def _form_factor_squared(f2, row, x, x_grid):
 
 
 @njit(cache=True)
-def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, src_bin,
+def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, src_bin, energy2,
                   ras_to_ijk, ni, nj, nk, density, labels, fractions, use_fractions, mixture,
                   mu_fine, mu_src, majorant_fine, majorant_src, e0, inv_de, n_e, air_density):
-    """Unbiased estimate of exp(-int mu) from p to p + dist d: ratio tracking (Novak et al. 2014) in the
-    CT box, exact exponential in the air outside it."""
+    """Unbiased estimates of exp(-int mu) from p to p + dist d at two energies in one pass: ``energy``
+    (a source-bin energy when ``exact``) and ``energy2`` (any energy). Ratio tracking (Novak et al.
+    2014) with the larger of the two majorants in the CT box; exact exponentials in the air outside."""
     n_materials = mu_fine.shape[0] - 1
     t_in, t_out = _box_span(px, py, pz, dx, dy, dz, ras_to_ijk, ni, nj, nk)
     if t_in < 0.0:
@@ -210,6 +211,7 @@ def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, sr
         t_out = dist
     inside = 0.0
     value = 1.0
+    value2 = 1.0
     if t_out > t_in:
         inside = t_out - t_in
         if exact:
@@ -218,19 +220,31 @@ def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, sr
             x = (energy - e0) * inv_de
             j = min(max(int(math.floor(x)), 0), n_e - 2)
             maj = max(majorant_fine[j], majorant_fine[j + 1])
+        x = (energy2 - e0) * inv_de
+        j = min(max(int(math.floor(x)), 0), n_e - 2)
+        maj = max(maj, max(majorant_fine[j], majorant_fine[j + 1]))
         t = t_in
         while True:
             t += -math.log(uniform(state, buffer)) / maj
             if t >= t_out:
                 break
-            mu, rho, voxel = _voxel_mu(px + t * dx, py + t * dy, pz + t * dz, ras_to_ijk, ni, nj, nk, density,
-                                       labels, fractions, use_fractions, mixture, mu_fine, mu_src, energy, exact,
-                                       src_bin, e0, inv_de, n_e)
+            qx = px + t * dx
+            qy = py + t * dy
+            qz = pz + t * dz
+            mu, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels, fractions,
+                                       use_fractions, mixture, mu_fine, mu_src, energy, exact, src_bin, e0, inv_de,
+                                       n_e)
+            mu2, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels, fractions,
+                                        use_fractions, mixture, mu_fine, mu_src, energy2, False, src_bin, e0,
+                                        inv_de, n_e)
             value *= 1.0 - mu / maj
-            if value <= 1e-12:
-                return 0.0
-    mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de, n_e) * air_density * 0.1
-    return value * math.exp(-mu_air * (dist - inside))
+            value2 *= 1.0 - mu2 / maj
+            if value <= 1e-12 and value2 <= 1e-12:
+                return 0.0, 0.0
+    length = (dist - inside) * air_density * 0.1
+    mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de, n_e)
+    mu_air2 = _mu_material(mu_fine, mu_src, n_materials, energy2, False, src_bin, e0, inv_de, n_e)
+    return value * math.exp(-mu_air * length), value2 * math.exp(-mu_air2 * length)
 
 
 @njit(cache=True)
@@ -582,10 +596,13 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                         # Rayleigh: same energy
                         density_r = (0.5 * (1.0 + cos_t * cos_t) * _form_factor_squared(f2, material, x, x_grid)
                                      / _interp(norm_rayleigh, material, energy, e0, inv_de, n_e))
-                        trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, energy, exact,
-                                              src_bin, ras_to_ijk, ni, nj, nk, density, labels, fractions,
-                                              use_fractions, mixture, mu_fine, mu_src, majorant_fine,
-                                              majorant_src, e0, inv_de, n_e, air_density)
+                        alpha = energy / rest_kev
+                        p = 1.0 / (1.0 + alpha * (1.0 - cos_t))
+                        scattered = energy * p       # the Compton energy toward this point
+                        trans, trans_c = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, energy, exact,
+                                                       src_bin, scattered, ras_to_ijk, ni, nj, nk, density, labels,
+                                                       fractions, use_fractions, mixture, mu_fine, mu_src,
+                                                       majorant_fine, majorant_src, e0, inv_de, n_e, air_density)
                         if exact:
                             mu_t = det_mu_t_src[src_bin]
                         else:
@@ -596,18 +613,12 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                         row = rv
                         if weight > 0.0:
                             _score(tallies, chunk, True, row, col, energy, weight, tally_bin, tally_h, tally_w)
-                        # Compton: energy E' = E P
-                        alpha = energy / rest_kev
-                        p = 1.0 / (1.0 + alpha * (1.0 - cos_t))
-                        scattered = energy * p
+                        # Compton: energy E' = E P, transmitted trans_c (same ratio-tracking pass)
                         if scattered >= ENERGY_CUT_KEV:
                             kn = 0.5 * p * p * (p + 1.0 / p - 1.0 + cos_t * cos_t)
                             density_c = (kn * _incoherent_function(s_fn, material, x, x_grid)
                                          / _interp(norm_compton, material, energy, e0, inv_de, n_e))
-                            trans = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, scattered, False,
-                                                  src_bin, ras_to_ijk, ni, nj, nk, density, labels, fractions,
-                                                  use_fractions, mixture, mu_fine, mu_src, majorant_fine,
-                                                  majorant_src, e0, inv_de, n_e, air_density)
+                            trans = trans_c
                             mu_t = _interp(det_mu_t_fine.reshape(1, n_e), 0, scattered, e0, inv_de, n_e)
                             eta = -math.expm1(-mu_t / cos_inc)
                             weight = (incoherent / mu_total) * density_c * solid * trans * eta * grid_t
