@@ -1,12 +1,14 @@
 """DeepDRR: simulate fluoroscopy from a CT, with a C-arm you can drag.
 
-This file is the thin Qt layer of the module: the Module (metadata), the
-parameter node, the Widget, a Logic that delegates to
-``DeepDRRSlicerLib.mrml.logic.DeepDRRLogic``, and the self-test. Every MRML
-adapter and all the logic live in ``DeepDRRSlicerLib`` (the engine and its
-``mrml`` subpackage), which is imported inside functions only: at file scope
-this module imports nothing beyond the standard library, Slicer, vtk, qt and
-ctk, so it loads even before the engine's dependencies are installed.
+This file is the thin top layer of the module: the Module (metadata), the
+parameter node, the Widget's wiring, a Logic that delegates to
+``DeepDRRSlicerLib.mrml.logic.DeepDRRLogic``, and the self-test. The layers
+below it, each importing only those before it: the engine (``DeepDRRSlicerLib``,
+no Slicer, no Qt), its ``mrml`` subpackage (MRML, no Qt) and its ``gui``
+subpackage (the panel's sections, dialogs and timers; the only Lib code that
+imports qt/ctk). They are imported inside functions only: at file scope this
+module imports nothing beyond the standard library, Slicer, vtk, qt and ctk,
+so it loads even before the engine's dependencies are installed.
 """
 
 import enum
@@ -33,12 +35,8 @@ from slicer.util import VTKObservationMixin
 
 
 def _resourcePath(relativePath: str) -> str:
-    """Path of ``Resources/<relativePath>``, in a Slicer build (next to this file) or the source tree.
-
-    A Slicer build copies the top-level Resources/ folder next to this file; in
-    the source tree it sits one level up, beside the ``DeepDRRSlicer`` folder.
-    ``DeepDRRSlicerLib.resources`` knows every place it can be.
-    """
+    """``Resources/<relativePath>``: next to this file in a Slicer build, else where ``DeepDRRSlicerLib.resources``
+    finds it (one level up in the source tree)."""
     besideModule = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", relativePath)
     if os.path.exists(besideModule):
         return besideModule
@@ -48,15 +46,6 @@ def _resourcePath(relativePath: str) -> str:
         return str(resource_path(*relativePath.split("/")))
     except FileNotFoundError:
         return besideModule
-
-
-def _nodeID(node):
-    return node.GetID() if node is not None else None
-
-
-#
-# DeepDRRSlicer
-#
 
 
 class DeepDRRSlicer(ScriptedLoadableModule):
@@ -103,18 +92,9 @@ simulated images. The bundled sample CT comes from the TotalSegmentator test dat
 
 
 def _registerFluoroLayout():
-    """Add the "Fluoro" layout (3D view + Fluoro slice view) to the application's layouts."""
-    layoutManager = slicer.app.layoutManager()
-    if layoutManager is None:  # no main window
-        return
-    from DeepDRRSlicerLib.mrml import layout
+    from DeepDRRSlicerLib.gui.views import register_fluoro_layout
 
-    layout.register_layout(layoutManager.layoutLogic().GetLayoutNode())
-
-
-#
-# Parameter node
-#
+    register_fluoro_layout()
 
 
 class FluoroStage(enum.Enum):
@@ -170,53 +150,6 @@ class DeepDRRSlicerParameterNode:
     livePreview: bool = True
 
 
-#
-# Timers for the Lib logic's live loop
-#
-
-
-class QtTimerScheduler:
-    """Runs the Lib logic's delayed calls on ``qt.QTimer`` (see ``DeepDRRSlicerLib.mrml.scheduler``)."""
-
-    synchronous = False
-
-    def __init__(self):
-        self._timers = {}
-        self._callbacks = {}
-
-    def call_later(self, key, delay_s, callback, *, restart):
-        self._callbacks[key] = callback
-        timer = self._timers.get(key)
-        if timer is None:
-            timer = qt.QTimer()
-            timer.setSingleShot(True)
-            timer.connect("timeout()", lambda key=key: self._fire(key))
-            self._timers[key] = timer
-        if timer.isActive() and not restart:
-            return
-        timer.start(max(0, int(round(delay_s * 1000.0))))
-
-    def _fire(self, key):
-        callback = self._callbacks.pop(key, None)
-        if callback is not None:
-            callback()
-
-    def cancel(self, key):
-        timer = self._timers.get(key)
-        if timer is not None:
-            timer.stop()
-        self._callbacks.pop(key, None)
-
-    def cancel_all(self):
-        for key in list(self._timers):
-            self.cancel(key)
-
-
-#
-# DeepDRRSlicerWidget
-#
-
-
 class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel. See https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py"""
 
@@ -224,15 +157,17 @@ class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.sections = []
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._syncingFromPose = False
 
     def resourcePath(self, filename):
         return _resourcePath(filename)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        from DeepDRRSlicerLib.gui.panel import PanelContext, panel_sections
+        from DeepDRRSlicerLib.gui.status import StatusLine
 
         # Widgets come from the .ui file; each bound widget carries a "SlicerParameterName" property.
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/DeepDRRSlicer.ui"))
@@ -240,25 +175,35 @@ class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.uiWidget = uiWidget
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.status = StatusLine(self.ui.statusLabel)
 
         self.logic = DeepDRRSlicerLogic()
-        self.logic.addListeners(pose=self._onCArmMoved, rendered=self._onRendered, error=self._onLiveError)
+        self.logic.poseListeners.append(self._onCArmMoved)
+        self.logic.renderListeners.append(self._onRendered)
+        self.logic.errorListeners.append(self._onLiveError)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        self.ui.simulateButton.connect("clicked(bool)", self.onSimulateButton)
-        self.ui.installButton.connect("clicked(bool)", self.onInstallButton)
-        self.ui.centerButton.connect("clicked(bool)", self.onCenterButton)
+        # Each section (DeepDRRSlicerLib/gui/*_section.py) connects its own buttons.
+        context = PanelContext(ui=self.ui, logic=self.logic, status=self.status,
+                               parameters=lambda: self._parameterNode, rendered=self._onRendered)
+        self.sections = [section(context) for section in panel_sections()]
+        for section in self.sections:
+            section.setup()
 
         self.initializeParameterNode()
-        self._showDependencyStatus()
+        for section in self.sections:
+            section.ready()
 
     def cleanup(self) -> None:
         self.removeObservers()
+        for section in self.sections:
+            section.cleanup()
         if self.logic is not None:
             self.logic.stopLive()
-            self.logic.removeListeners()
+            for listeners in (self.logic.poseListeners, self.logic.renderListeners, self.logic.errorListeners):
+                listeners.clear()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -290,184 +235,37 @@ class DeepDRRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._releaseParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._connectGui()
+            from DeepDRRSlicerLib.gui.binding import connect_gui
+
+            self._parameterNodeGuiTag = connect_gui(self._parameterNode, self.uiWidget)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
 
-    def _connectGui(self):
-        """Bind every widget of the .ui file that has a "SlicerParameterName" dynamic property; returns the tag.
-
-        Same widgets as the wrapper's ``connectGui(self.ui)``, but that method returns None (it drops the
-        tag of ``connectParametersToGui``), so ``disconnectGui`` could never release a binding: the old
-        bindings would stay live after ``exit``/``enter`` and, when the new binding refills the stage
-        combo box, write its transient indices into the parameter node (resetting the stage).
-        """
-        widgets = {}
-        for widget in self.uiWidget.findChildren(qt.QWidget):
-            name = widget.property("SlicerParameterName")
-            if name:
-                widgets[str(name)] = widget
-        return self._parameterNode.connectParametersToGui(widgets)
-
     def _releaseParameterNode(self) -> None:
         """Undo ``setParameterNode``'s GUI binding and observation (the parameter node itself stays)."""
-        if self._parameterNodeGuiTag is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+        from DeepDRRSlicerLib.gui.binding import disconnect_gui
+
+        disconnect_gui(self._parameterNode, self._parameterNodeGuiTag)
+        self._parameterNodeGuiTag = None
         if self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
-    # ---------------------------------------------------------------- reactions
+    # ---------------------------------------------------------------- reactions (forwarded to the sections)
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        parameters = self._parameterNode
-        if parameters is None:
-            return
-        hasCT = parameters.ct is not None
-        self.ui.simulateButton.enabled = hasCT
-        self.ui.simulateButton.toolTip = (_("Simulate the image for the current pose and show it in the Fluoro view.")
-                                         if hasCT else _("Select a CT volume first."))
-        self.ui.centerButton.enabled = hasCT and parameters.carmTransform is not None
-        if self._syncingFromPose:
-            return
-        try:
-            if parameters.carmTransform is not None:
-                # The sliders write the transform; a live view re-renders from the transform's event.
-                self.logic.setCArmAngles(parameters.carmTransform, parameters.alpha, parameters.beta)
-            if not self.logic.isLive():
-                return
-            if (_nodeID(parameters.ct), _nodeID(parameters.carmTransform)) != self.logic.liveNodeIDs():
-                self.logic.stopLive()
-                self._setStatus(_("The CT or the C-arm transform changed: press Simulate."))
-                return
-            self.logic.updateLiveFromParameters(parameters)
-        except Exception as error:  # e.g. SOD >= SID while a slider moves: say so, keep the last image
-            self._onLiveError(error)
+        if self._parameterNode is not None:
+            for section in self.sections:
+                section.parameters_modified(self._parameterNode)
 
     def _onCArmMoved(self, alpha, beta, roll, pose) -> None:
-        """The C-arm transform moved (handles, another module, a script): show its angles on the sliders."""
-        parameters = self._parameterNode
-        if parameters is None:
-            return
-        self._syncingFromPose = True
-        try:
-            with slicer.util.NodeModify(parameters):
-                if abs(parameters.alpha - alpha) > 1e-3:
-                    parameters.alpha = float(min(180.0, max(-180.0, alpha)))
-                if abs(parameters.beta - beta) > 1e-3:
-                    parameters.beta = float(min(90.0, max(-90.0, beta)))
-        finally:
-            self._syncingFromPose = False
+        for section in self.sections:
+            section.carm_moved(alpha, beta, roll, pose)
 
     def _onRendered(self, output) -> None:
-        height, width = output.geometry.shape
-        kind = _("preview") if output.preview else _("full resolution")
-        message = _("{stage}: {width} x {height} px ({kind}) in {seconds:.2f} s").format(
-            stage=output.display_stage, width=width, height=height, kind=kind, seconds=output.seconds)
-        wanted = self._parameterNode.stage.value if self._parameterNode else output.display_stage
-        if wanted != output.display_stage:
-            message += " " + _("('{wanted}' is not computed by this version)").format(wanted=wanted)
-        self._setStatus(message)
-        self._updateStageChoices(output.stages)
+        for section in self.sections:
+            section.rendered(output)
 
     def _onLiveError(self, error) -> None:
-        self._setStatus(str(error), error=True)
-
-    def _setStatus(self, text, error=False) -> None:
-        self.ui.statusLabel.text = text
-        self.ui.statusLabel.styleSheet = "color: #c03030" if error else ""
-
-    def _updateStageChoices(self, computedStages) -> None:
-        """Grey out the stages the last render did not compute."""
-        model = self.ui.stageComboBox.model()
-        if not hasattr(model, "item"):
-            return
-        for index, stage in enumerate(FluoroStage):
-            item = model.item(index)
-            if item is not None:
-                item.setEnabled(stage.value in computedStages)
-
-    def _showDependencyStatus(self) -> None:
-        from DeepDRRSlicerLib.mrml import dependencies
-
-        missing = dependencies.missing_requirements()
-        self.ui.installButton.visible = bool(missing)
-        if missing:
-            self._setStatus(_("Running without {names}: simulation works but is slower. "
-                              "Press 'Install accelerators...' to speed it up.").format(
-                                  names=", ".join(r.name for r in missing)))
-
-    # ---------------------------------------------------------------- buttons
-    def onSimulateButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Simulation failed."), waitCursor=True):
-            parameters = self._parameterNode
-            self.logic.stopLive()
-            if parameters.carmTransform is None:
-                parameters.carmTransform = self.logic.createCArmTransform(parameters.ct, parameters.alpha,
-                                                                         parameters.beta)
-            else:
-                self.logic.setCArmAngles(parameters.carmTransform, parameters.alpha, parameters.beta)
-
-            from DeepDRRSlicerLib.errors import SimulationCancelled
-
-            progressDialog = slicer.util.createProgressDialog(
-                windowTitle=_("DeepDRR"), labelText=_("Simulating fluoroscopy..."), maximum=100,
-                windowModality=qt.Qt.ApplicationModal)
-            progressDialog.setCancelButtonText(_("Cancel"))
-
-            def progress(fraction):
-                progressDialog.value = int(round(100 * fraction))
-                slicer.app.processEvents()
-                if progressDialog.wasCanceled:
-                    raise SimulationCancelled()
-
-            try:
-                output = self.logic.simulateFromParameters(parameters, progress=progress)
-            except SimulationCancelled:
-                self._setStatus(_("Simulation cancelled."))
-                return
-            finally:
-                progressDialog.close()
-            self._fitViews()
-            self._onRendered(output)
-
-    def onInstallButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=False):
-            self._ensureDependencies()
-
-    def onCenterButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Cannot move the C-arm."), waitCursor=True):
-            self.logic.centerCArmOnCT(self._parameterNode.carmTransform, self._parameterNode.ct)
-
-    def _ensureDependencies(self) -> bool:
-        """Install the missing accelerator packages, with the user's consent. Returns whether all are present."""
-        from DeepDRRSlicerLib.mrml import dependencies
-
-        if not dependencies.missing_requirements():
-            self.ui.installButton.visible = False
-            return True
-        installed = dependencies.install(
-            slicer, confirm=lambda message: slicer.util.confirmOkCancelDisplay(message, windowTitle=_("DeepDRR")))
-        self._showDependencyStatus()
-        if not installed:
-            self._setStatus(_("Nothing was installed; simulation keeps using the slower fallbacks."))
-        return installed
-
-    def _fitViews(self) -> None:
-        """Fit the Fluoro view to the image and the 3D view to the scene (needs the real view sizes)."""
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is None:
-            return
-        slicer.app.processEvents()
-        sliceWidget = layoutManager.sliceWidget("Fluoro")
-        if sliceWidget is not None:
-            sliceWidget.sliceLogic().FitSliceToAll()
-        if layoutManager.threeDWidget(0) is not None:
-            layoutManager.threeDWidget(0).threeDView().resetFocalPoint()
-
-
-#
-# DeepDRRSlicerLogic
-#
+        self.status.show(str(error), error=True)
 
 
 class DeepDRRSlicerLogic(ScriptedLoadableModuleLogic):
@@ -488,16 +286,20 @@ class DeepDRRSlicerLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._lib = None
-        self._listeners = {}
+        # The widget's callbacks for the live loop; shared with every ``lib`` (one per scene).
+        self.poseListeners, self.renderListeners, self.errorListeners = [], [], []
 
     @property
     def lib(self):
         """The Qt-free logic (``DeepDRRLogic``) bound to ``slicer.mrmlScene``."""
         if self._lib is None or self._lib.scene is not slicer.mrmlScene:
+            from DeepDRRSlicerLib.gui.timers import QtTimerScheduler
             from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
 
             self._lib = DeepDRRLogic(slicer.mrmlScene, scheduler=QtTimerScheduler())
-            self._attachListeners()
+            self._lib.pose_listeners = self.poseListeners
+            self._lib.render_listeners = self.renderListeners
+            self._lib.error_listeners = self.errorListeners
         return self._lib
 
     def getParameterNode(self):
@@ -517,31 +319,15 @@ class DeepDRRSlicerLogic(ScriptedLoadableModuleLogic):
         return self.lib.simulate(ctNode, carm, landmarksNode, stages, **kwargs)
 
     def simulateFromParameters(self, parameters, progress=None):
-        """``simulate`` with the widget's parameters, following the C-arm transform live."""
-        return self.lib.simulate(parameters.ct, None, parameters.landmarks, transformNode=parameters.carmTransform,
-                                 setup=self.setupFromParameters(parameters),
-                                 settings=self.settingsFromParameters(parameters),
-                                 display_stage=parameters.stage.value, show=True, live=True, progress=progress)
+        """``simulate`` with the panel's parameters, then following the C-arm transform live."""
+        from DeepDRRSlicerLib.mrml.panel_parameters import simulate_from_parameters
+
+        return simulate_from_parameters(self.lib, parameters, progress=progress)
 
     def updateLiveFromParameters(self, parameters) -> None:
-        self.lib.update_live(setup=self.setupFromParameters(parameters),
-                             settings=self.settingsFromParameters(parameters),
-                             landmarksNode=parameters.landmarks, display_stage=parameters.stage.value,
-                             enabled=parameters.livePreview)
+        from DeepDRRSlicerLib.mrml.panel_parameters import update_live_from_parameters
 
-    @staticmethod
-    def setupFromParameters(parameters):
-        from DeepDRRSlicerLib.mrml.carm_transform import CArmSetup
-
-        return CArmSetup(sid_mm=parameters.sid, sod_mm=parameters.sod, detector_pixels=parameters.detectorPixels,
-                         detector_size_mm=parameters.detectorSize)
-
-    @staticmethod
-    def settingsFromParameters(parameters):
-        from DeepDRRSlicerLib.pipeline import SimulationSettings
-
-        return SimulationSettings(kvp=float(parameters.kvp),
-                                  algorithm="trilinear" if parameters.smoothInterpolation else "siddon")
+        update_live_from_parameters(self.lib, parameters)
 
     def createCArmTransform(self, ctNode, alpha=0.0, beta=0.0):
         """A new C-arm transform at the centre of ``ctNode``, pointing at (alpha, beta), handles shown."""
@@ -559,13 +345,6 @@ class DeepDRRSlicerLogic(ScriptedLoadableModuleLogic):
     def isLive(self) -> bool:
         return self._lib is not None and self._lib.live
 
-    def liveNodeIDs(self):
-        """(CT node ID, C-arm transform ID) of the live view, or (None, None)."""
-        if self._lib is None:
-            return (None, None)
-        ctNode, transformNode, _landmarksNode = self._lib.live_nodes()
-        return (_nodeID(ctNode), _nodeID(transformNode))
-
     def stopLive(self) -> None:
         if self._lib is not None:
             self._lib.stop_live()
@@ -573,32 +352,6 @@ class DeepDRRSlicerLogic(ScriptedLoadableModuleLogic):
     def clearCache(self) -> None:
         if self._lib is not None:
             self._lib.clear_cache()
-
-    # ---- listeners (the widget's status and sliders)
-    def addListeners(self, pose=None, rendered=None, error=None) -> None:
-        self._listeners = {"pose": pose, "rendered": rendered, "error": error}
-        if self._lib is not None:
-            self._attachListeners()
-
-    def removeListeners(self) -> None:
-        self._listeners = {}
-        if self._lib is not None:
-            self._lib.pose_listeners.clear()
-            self._lib.render_listeners.clear()
-            self._lib.error_listeners.clear()
-
-    def _attachListeners(self) -> None:
-        lib = self._lib
-        for name, target in (("pose", lib.pose_listeners), ("rendered", lib.render_listeners),
-                             ("error", lib.error_listeners)):
-            target.clear()
-            if self._listeners.get(name) is not None:
-                target.append(self._listeners[name])
-
-
-#
-# DeepDRRSlicerTest
-#
 
 
 class DeepDRRSlicerTest(ScriptedLoadableModuleTest):
@@ -669,9 +422,7 @@ class DeepDRRSlicerTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Loading the bundled CT and landmarks")
         ctNode, landmarksNode = self._loadSampleData()
-        voxelsBefore = slicer.util.arrayFromVolume(ctNode).copy()
-        matrixBefore = vtk.vtkMatrix4x4()
-        ctNode.GetIJKToRASMatrix(matrixBefore)
+        voxelsBefore, matrixBefore = slicer.util.arrayFromVolume(ctNode).copy(), _ijkToRAS(ctNode)
 
         self.delayDisplay("Simulating")
         logic = DeepDRRSlicerLogic()
@@ -682,9 +433,7 @@ class DeepDRRSlicerTest(ScriptedLoadableModuleTest):
         primary = output.node("primary")
         geometry = output.geometry
         self.assertEqual(slicer.util.arrayFromVolume(primary).shape, (1, 96, 96))
-        ijkToRas = vtk.vtkMatrix4x4()
-        primary.GetIJKToRASMatrix(ijkToRas)
-        corner = np.array(ijkToRas.MultiplyPoint((0, 0, 0, 1)))[:3]
+        corner = _ijkToRAS(primary)[:3, 3]
         np.testing.assert_allclose(corner, geometry.pixel_center(0, 0), atol=1e-6)
 
         expected = project_landmarks(landmarks_from_node(landmarksNode), geometry)
@@ -704,26 +453,24 @@ class DeepDRRSlicerTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Moving the C-arm 20 mm towards the patient's left")
         renders = logic.lib.stats["renders"]
-        transform = output.transform_node
-        matrix = vtk.vtkMatrix4x4()
-        transform.GetMatrixTransformToParent(matrix)
-        matrix.SetElement(0, 3, matrix.GetElement(0, 3) - 20.0)
-        transform.SetMatrixTransformToParent(matrix)
+        pose = slicer.util.arrayFromTransformMatrix(output.transform_node)
+        pose[0, 3] -= 20.0
+        slicer.util.updateTransformMatrixFromArray(output.transform_node, pose)
         deadline = time.time() + 30.0
         while logic.lib.stats["renders"] == renders and time.time() < deadline:
             slicer.app.processEvents()
             time.sleep(0.02)
         self.assertGreater(logic.lib.stats["renders"], renders, "no full-resolution render after the move")
-        primary.GetIJKToRASMatrix(ijkToRas)
-        moved = np.array(ijkToRas.MultiplyPoint((0, 0, 0, 1)))[:3]
-        np.testing.assert_allclose(moved - corner, [-20.0, 0.0, 0.0], atol=1e-6)
+        np.testing.assert_allclose(_ijkToRAS(primary)[:3, 3] - corner, [-20.0, 0.0, 0.0], atol=1e-6)
         self.assertEqual(logic.lib.stats["decompositions"], 1)
 
         logic.stopLive()
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(ctNode), voxelsBefore)
-        matrixAfter = vtk.vtkMatrix4x4()
-        ctNode.GetIJKToRASMatrix(matrixAfter)
-        for r in range(4):
-            for c in range(4):
-                self.assertEqual(matrixAfter.GetElement(r, c), matrixBefore.GetElement(r, c))
+        np.testing.assert_array_equal(_ijkToRAS(ctNode), matrixBefore)
         self.delayDisplay("Test passed")
+
+
+def _ijkToRAS(volumeNode):
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)

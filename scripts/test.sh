@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up from nothing (first run) and run the whole test suite through CTest.
 #
-#   bash scripts/test.sh              # all layers: engine, mrml, gpu
+#   bash scripts/test.sh              # all layers: engine, mrml, views, gpu
 #   bash scripts/test.sh -L engine    # extra arguments go to ctest
 #
 # Needs python3 >= 3.10 (or PYTHON=/path/to/python) and, on the first run,
@@ -12,6 +12,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/_venv.sh
 source scripts/_venv.sh
 deepdrr_setup_venv test
+
+# The views layer renders offscreen with OpenGL: make sure a context can be made (installs Mesa if needed).
+# shellcheck source=scripts/_offscreen_gl.sh
+source scripts/_offscreen_gl.sh
+deepdrr_ensure_offscreen_gl "$VENV_PY"
 
 # CMake >= 3.20 for "ctest --test-dir"; take it from pip when the system has none.
 cmake_recent_enough() {
@@ -33,4 +38,9 @@ else
 fi
 
 "$CMAKE" -S . -B build -DPython3_EXECUTABLE="$PWD/$VENV_PY" >/dev/null
-"$CTEST" --test-dir build --output-on-failure --no-tests=error "$@"
+rm -rf build/layer-counts
+status=0
+"$CTEST" --test-dir build --output-on-failure --no-tests=error "$@" || status=$?
+# ctest says only whether each layer passed; show what ran inside each one.
+"$VENV_PY" Testing/run_pytest_layer.py --summary build/layer-counts
+exit "$status"

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepdrr-slicer",
         description="Simulate fluoroscopy (DRRs) from CT, after DeepDRR (Unberath et al., MICCAI 2018).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser(
         "simulate", help="render one X-ray image from a CT",
         description="Render one polychromatic X-ray (or a density line integral) of a CT. "
                     "Without --ct, the bundled pelvis CT and its landmarks are used.")
-    sim.add_argument("--ct", type=Path, help="CT: NIfTI, NRRD, MetaImage file or DICOM folder (default: bundled pelvis CT)")
+    sim.add_argument("--ct", type=Path, help="CT: NIfTI, NRRD, MetaImage file or DICOM folder, searched "
+                                             "recursively (default: bundled pelvis CT)")
+    sim.add_argument("--series", metavar="N|UID",
+                     help="with a DICOM folder holding several series: the one to use, by its number in the "
+                          "listing or its SeriesInstanceUID (or the UID's last digits)")
     sim.add_argument("--landmarks", type=Path, help="landmarks: Slicer .mrk.json / .fcsv, or CSV with label,R,A,S")
     pose = sim.add_argument_group("pose (either --geometry or C-arm parameters)")
     pose.add_argument("--geometry", type=Path, help="geometry JSON (source, detector_origin, u, v, width, height)")
@@ -84,8 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Gaussian sigma for denoising the scatter, mm at the detector "
                              f"(default {DEFAULT_SCATTER_SMOOTHING_MM:g})")
     stages.add_argument("--no-air", action="store_true", help="ignore the air between source and detector")
-    sim.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
-    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--out", required=True,
+                     help="output folder, created if needed; replaced as a whole when the run completes")
+    sim.add_argument("--overwrite", action="store_true",
+                     help="write into a non-empty folder that does not hold a previous result (its other files "
+                          "are kept; files with a result's name are replaced)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar and no notes (warnings still print)")
     return parser
 
 
@@ -102,8 +112,24 @@ def parse_filtration(text: str) -> dict:
         if not sep or not name.strip() or thickness is None:
             raise InputError(f"Cannot read filtration item {item!r}.",
                              "Write --filtration as MATERIAL=MM pairs, e.g. Al=2.5,Cu=0.1.")
+        earlier = next((key for key in filtration if key.lower() == name.strip().lower()), None)
+        if earlier is not None:
+            raise InputError(f"--filtration names {name.strip()} twice ({earlier}={filtration[earlier]:g} and "
+                             f"{name.strip()}={thickness:g}); it is not clear which thickness is meant.",
+                             "Give each filter once with its total thickness, e.g. --filtration Al=3.")
         filtration[name.strip()] = thickness
     return filtration
+
+
+def package_version() -> str:
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        return metadata.version("DeepDRRSlicerLib")
+    except metadata.PackageNotFoundError:  # run from a source tree or inside Slicer
+        return __version__
 
 
 def _geometry(args, volume, landmarks) -> DetectorGeometry:
@@ -160,27 +186,27 @@ class _Progress:
 
 def simulate_command(args) -> int:
     from .landmarks import load_landmarks
-    from .output import prepare_output_folder, write_result
-    from .pipeline import SimulationSettings, Simulator
+    from .memory import MemoryWarning, check_memory, estimate_memory
+    from .output import OutputFolder, write_result
+    from .pipeline import SimulationSettings, Simulator, render_memory_context
     from .resources import sample_ct_path, sample_landmarks_path
     from .volume import load_volume
 
     start = time.perf_counter()
+    say = _Messages(quiet=args.quiet)
+    # Every input is read and checked before anything is written; the output folder is only checked here.
+    target = OutputFolder(args.out, overwrite=args.overwrite)
     progress = _Progress(enabled=not args.quiet)
     try:
         ct_path = args.ct if args.ct is not None else sample_ct_path()
         landmarks_path = args.landmarks
         if args.ct is None and landmarks_path is None:
             landmarks_path = sample_landmarks_path()
-        prepare_output_folder(args.out)  # fail early on an unusable --out
         progress.step("reading CT", 2)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            volume = load_volume(ct_path)
-        for warning in caught:
-            print(f"warning: {warning.message}", file=sys.stderr)
-        landmarks = load_landmarks(landmarks_path) if landmarks_path is not None else None
-        geometry = _geometry(args, volume, landmarks)
+        with say.warnings_printed():
+            volume = load_volume(ct_path, series=args.series)
+            landmarks = load_landmarks(landmarks_path) if landmarks_path is not None else None
+            geometry = _geometry(args, volume, landmarks)
         mas = args.mas if args.mas is not None else EXPOSURE_PRESETS[args.exposure or "fluoroscopy"]
         settings = SimulationSettings(kvp=args.kvp, filtration=parse_filtration(args.filtration), mode=args.mode,
                                       materials=args.materials, device=args.device, algorithm=args.algorithm,
@@ -190,57 +216,115 @@ def simulate_command(args) -> int:
                                       grid=args.grid, grid_ratio=args.grid_ratio, grid_lines_per_cm=args.grid_lines,
                                       scatter_photons=args.scatter_photons,
                                       scatter_smoothing_mm=args.scatter_smoothing, air=not args.no_air)
+        settings.validate()
         progress.step("materials", 10)
         load_seconds = time.perf_counter() - start
-        simulator = Simulator(volume, settings)
-        progress.step("projecting", 30)
-        result = simulator.render(geometry, landmarks=landmarks, progress=progress.projector,
-                                  scatter_progress=progress.scatter)
+        estimate = estimate_memory(render_memory_context(volume, settings, geometry.shape, writing=True,
+                                                         landmarks=landmarks is not None))
+        memory_warning = check_memory(estimate, f"Simulating {geometry.width} x {geometry.height} pixels")
+        if memory_warning:
+            say.warning(memory_warning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MemoryWarning)  # checked above for the whole run, writing included
+            simulator = Simulator(volume, settings)
+            progress.step("projecting", 30)
+            result = simulator.render(geometry, landmarks=landmarks, progress=progress.projector,
+                                      scatter_progress=progress.scatter)
         result.timings = {"read_ct": load_seconds, **result.timings}
         progress.step("writing", 92)
         write_start = time.perf_counter()
-        parameters = {"ct": str(ct_path), "landmarks": None if landmarks_path is None else str(landmarks_path),
+        parameters = {"ct": str(ct_path), "series": args.series,
+                      "landmarks": None if landmarks_path is None else str(landmarks_path),
                       "geometry_file": None if args.geometry is None else str(args.geometry),
                       "command": " ".join(sys.argv)}
-        write_result(result, args.out, parameters)
+        write_result(result, target, parameters)
         progress.step("done", 100)
     finally:
         progress.close()
     visible = "" if result.landmarks is None else (
         f", {sum(p.visible for p in result.landmarks)}/{len(result.landmarks)} landmarks visible")
-    print(f"wrote {', '.join(result.stages)} to {args.out} ({result.backend}, "
+    print(f"wrote {', '.join(result.stages)} to {target.path} ({result.backend}, "
           f"projector {result.timings['projector']:.2f} s, total {time.perf_counter() - start:.2f} s, "
           f"writing {time.perf_counter() - write_start:.2f} s{visible})")
     metrics = result.metrics
-    if metrics.get("spr_center") is not None:
+    if metrics.get("spr_center") is not None and "photons" in metrics.get("scatter", {}):
         print(f"scatter-to-primary ratio {metrics['spr_center']:.3f} at the centre, "
               f"{metrics['scatter']['photons']:.3g} photons in {metrics['scatter']['seconds']:.1f} s, "
               f"relative error {metrics['scatter']['relative_error_median']:.1%} (median)")
     if metrics.get("photons_per_pixel_median_in_body") is not None:
         print(f"{metrics['mas']:g} mAs: {metrics['photons_per_pixel_median_in_body']:.0f} absorbed photons per pixel "
               f"behind the patient (median), {metrics['photons_per_pixel_open_field_center']:.0f} in the open field")
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
+    for note in [*result.notes, *target.notes]:
+        say.note(note)
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        say.warning(warning)
     return 0
+
+
+class _Messages:
+    """Notes (silenced by --quiet) and warnings (always shown) on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(f"note: {text}", file=sys.stderr)
+
+    @staticmethod
+    def warning(text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr)
+
+    @contextmanager
+    def warnings_printed(self):
+        """Print, once each, the Python warnings raised while reading the inputs (also when reading fails)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for text in dict.fromkeys(str(warning.message) for warning in caught):
+                    self.warning(text)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    restore = _terminate_as_interrupt()
     try:
         if args.command == "simulate":
             return simulate_command(args)
     except InputError as error:
         print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except SimulationCancelled:
-        print("cancelled", file=sys.stderr)
+    except MemoryError:
+        print("error: the machine ran out of memory during the simulation (nothing was written).\n"
+              "  fix: use fewer detector pixels (--size), crop or downsample the CT, or free memory.",
+              file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except (SimulationCancelled, KeyboardInterrupt):
+        print("cancelled (nothing was written; a previous result in --out is unchanged)", file=sys.stderr)
         return EXIT_CANCELLED
-    except KeyboardInterrupt:
-        print("cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
+    finally:
+        restore()
     return 1
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM stop the run like Ctrl-C, so that partial output is cleaned up; returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class DetectorGeometry:
         if abs(np.dot(self.normal, self.detector_origin - self.source)) < 1e-6:
             raise InputError("The source lies in the detector plane.",
                              "Move the source away from the detector (SID must be > 0).")
+        _warn_if_sheared(self.u, self.v)
 
     # ---- derived quantities -------------------------------------------------
     @property
@@ -362,3 +364,61 @@ def carm_frame_outline(sid_mm: float, sod_mm: float, width_mm: float, height_mm:
     corners = np.array([center - half_u - half_v, center + half_u - half_v,
                         center + half_u + half_v, center - half_u + half_v])
     return source, corners
+
+
+class GeometryWarning(UserWarning):
+    """A geometry that is valid but probably not what was meant (e.g. sheared detector pixels)."""
+
+
+# |cos| of the angle between u and v above which the pixel grid counts as sheared (0.006 degrees off 90).
+PERPENDICULAR_TOLERANCE = 1e-4
+
+
+def _warn_if_sheared(u: np.ndarray, v: np.ndarray) -> None:
+    cosine = float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+    if abs(cosine) > PERPENDICULAR_TOLERANCE:
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+        warnings.warn(f"Detector vectors u and v are not perpendicular: they meet at {angle:.3f} degrees, not 90. "
+                      "The pixels are parallelograms, so the image is sheared (as if the panel's rows and columns "
+                      "were skewed); a flat-panel detector has perpendicular rows and columns. Check u (along a "
+                      "row) and v (down a column) in the geometry.", GeometryWarning, stacklevel=4)
+
+
+def rays_cross_box(geometry: DetectorGeometry, ijk_to_ras, shape_kji, pixels_per_block: int = 1 << 20) -> bool:
+    """Whether any pixel's ray (source to pixel centre) passes through the box bounded by a grid's outer faces."""
+    ijk_to_ras = np.asarray(ijk_to_ras, dtype=np.float64)
+    ras_to_ijk = np.linalg.inv(ijk_to_ras)
+    linear, offset = ras_to_ijk[:3, :3], ras_to_ijk[:3, 3]
+    size = np.array(shape_kji[::-1], dtype=np.float64)
+    corners = np.array([[a, b, c] for a in (-0.5, size[0] - 0.5) for b in (-0.5, size[1] - 0.5)
+                        for c in (-0.5, size[2] - 0.5)])
+    uv, depth = geometry.project(corners @ ijk_to_ras[:3, :3].T + ijk_to_ras[:3, 3])
+    columns, rows = (0, geometry.width - 1), (0, geometry.height - 1)
+    if np.all(depth > 0):  # the box's image is the hull of its corners' images: only pixels in their bounds
+        columns = (max(0, math.ceil(uv[:, 0].min())), min(geometry.width - 1, math.floor(uv[:, 0].max())))
+        rows = (max(0, math.ceil(uv[:, 1].min())), min(geometry.height - 1, math.floor(uv[:, 1].max())))
+        if columns[0] > columns[1] or rows[0] > rows[1]:
+            return False
+    source = linear @ geometry.source + offset
+    origin = linear @ geometry.detector_origin + offset
+    step_u, step_v = linear @ geometry.u, linear @ geometry.v
+    column_index = np.arange(columns[0], columns[1] + 1, dtype=np.float64)
+    block = max(1, pixels_per_block // len(column_index))
+    for first_row in range(rows[0], rows[1] + 1, block):
+        row_index = np.arange(first_row, min(rows[1] + 1, first_row + block), dtype=np.float64)
+        ends = origin + column_index[None, :, None] * step_u + row_index[:, None, None] * step_v
+        direction = (ends - source).reshape(-1, 3)
+        t_in = np.zeros(len(direction))
+        t_out = np.ones(len(direction))
+        for axis in range(3):
+            e = direction[:, axis]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ta = (-0.5 - source[axis]) / e
+                tb = (size[axis] - 0.5 - source[axis]) / e
+            flat = e == 0
+            inside = -0.5 <= source[axis] <= size[axis] - 0.5
+            t_in = np.maximum(t_in, np.where(flat, -np.inf if inside else np.inf, np.minimum(ta, tb)))
+            t_out = np.minimum(t_out, np.where(flat, np.inf if inside else -np.inf, np.maximum(ta, tb)))
+        if np.any(t_in < t_out):
+            return True
+    return False

@@ -498,13 +498,74 @@ def _to_8bit(image: np.ndarray) -> np.ndarray:
     return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _font(size: int):
+class OverlayWarning(UserWarning):
+    """Some label text cannot be drawn with any font found (it would show as boxes)."""
+
+
+# Fonts tried, in order, for label characters that the bundled DejaVu Sans lacks (e.g. CJK).
+_FALLBACK_FONTS = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+    "/System/Library/Fonts/PingFang.ttc",
+    "/System/Library/Fonts/Supplemental/Arial Unicode.ttf",
+    "/Library/Fonts/Arial Unicode.ttf",
+    "C:/Windows/Fonts/msyh.ttc",
+    "C:/Windows/Fonts/arialuni.ttf",
+    "C:/Windows/Fonts/seguisym.ttf",
+)
+
+
+def _font(size: int, texts=()):
+    """A TrueType font that draws every character of ``texts``: the bundled DejaVu Sans (Latin, Greek,
+    Cyrillic, Arabic, Hebrew, symbols...), else a system font that has the missing characters."""
     from PIL import ImageFont
 
+    from .resources import resource_path
+
     try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font only
-        return ImageFont.load_default()
+        font = ImageFont.truetype(str(resource_path("Fonts", "DejaVuSans.ttf")), size)
+    except (OSError, FileNotFoundError):  # an incomplete install: Pillow's own font, Latin only
+        try:
+            return ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1: fixed-size bitmap font only
+            return ImageFont.load_default()
+    missing = _missing_characters(font, texts)
+    if not missing:
+        return font
+    for candidate in _FALLBACK_FONTS:
+        if Path(candidate).is_file():
+            try:
+                fallback = ImageFont.truetype(candidate, size)
+            except OSError:
+                continue
+            if not _missing_characters(fallback, texts):
+                return fallback
+    import warnings
+
+    warnings.warn(f"No font found that draws the label character(s) {''.join(sorted(missing))!r}; they show as "
+                  "boxes in the overlay. Install a font with them (e.g. Noto Sans CJK) or rename the landmarks.",
+                  OverlayWarning, stacklevel=3)
+    return font
+
+
+def _missing_characters(font, texts) -> set:
+    """Characters of ``texts`` that ``font`` draws as its 'missing glyph' box."""
+    try:
+        notdef = font.getmask("\U0010fffd")  # a private-use code point no font maps
+        box = bytes(notdef), notdef.size
+    except Exception:  # noqa: BLE001 - a bitmap font without that API: assume it draws what it can
+        return set()
+    missing = set()
+    for character in set("".join(texts)):
+        if character.isspace() or not character.isprintable():
+            continue
+        mask = font.getmask(character)
+        if (bytes(mask), mask.size) == box:
+            missing.add(character)
+    return missing
 
 
 def _outlined_text(draw, xy, text, font, fill, stroke):
@@ -527,6 +588,7 @@ def draw_overlay(image, projected, path, title: str | None = None) -> None:
     if array.ndim != 2 or array.size == 0:
         raise InputError(f"draw_overlay() needs a 2D image (rows, columns), got shape {array.shape}.",
                          "Pass one detector image, e.g. result.stages['final'].")
+    projected = list(projected)
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"Cannot write {path}: the folder {path.parent} does not exist.",
@@ -540,7 +602,7 @@ def draw_overlay(image, projected, path, title: str | None = None) -> None:
     draw = ImageDraw.Draw(canvas)
     side = max(canvas.size)
     font_size = max(12, round(side / 48))
-    font = _font(font_size)
+    font = _font(font_size, [str(title or "")] + [str(item.label) for item in projected])
     stroke = max(1, round(font_size / 10))
     radius = max(5, round(side / 90))
     line = max(1, round(side / 400))

@@ -22,19 +22,22 @@ noisy detector image divided by the flat field; ``final`` is in [0, 1];
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import DetectorGeometry
 from .detector import AntiScatterGrid, Detector, pixel_geometry
+from .errors import InputError, as_number, describe
+from .geometry import CArm, DetectorGeometry, rays_cross_box
 from .landmarks import ProjectedLandmark, project_landmarks
-from .materials import MaterialVolume, decompose
+from .materials import THRESHOLD_MATERIALS, MaterialVolume, decompose
+from .memory import MemoryContext, estimate_memory, warn_if_large
 from .noise import EXPOSURE_PRESETS, add_noise, final_image, validate_mas
 from .primary import PrimaryModel
-from .projector import ALGORITHMS, project
+from .projector import ALGORITHMS, DEVICES, numba_status, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
 from .volume import Volume
 
@@ -89,18 +92,22 @@ class SimulationSettings:
         return self.mode == "polychromatic" and bool({"scatter", "total"} & set(self.stages))
 
     def validate(self) -> None:
+        """Raise InputError naming the first setting that cannot be used."""
         low, high = tabulated_kvp_range()
-        if not isinstance(self.kvp, (int, float)) or not np.isfinite(self.kvp) or not low <= self.kvp <= high:
-            raise InputError(f"Tube voltage {self.kvp} kVp is outside the supported {low:.0f}-{high:.0f} kVp.",
+        self.kvp = as_number(self.kvp, "kvp", f"Give the tube voltage as a number of kV between {low:.0f} and "
+                             f"{high:.0f}, e.g. kvp=90 (--kvp 90; typical fluoroscopy: 60-120).")
+        if not low <= self.kvp <= high:
+            raise InputError(f"Tube voltage {self.kvp:g} kVp is outside the supported {low:.0f}-{high:.0f} kVp.",
                              f"Give --kvp between {low:.0f} and {high:.0f} (typical fluoroscopy: 60-120).")
-        if self.mode not in MODES:
-            raise InputError(f"Unknown mode {self.mode!r}.", f"Use --mode {' or '.join(MODES)}.")
-        if self.algorithm not in ALGORITHMS:
-            raise InputError(f"Unknown projector algorithm {self.algorithm!r}.", f"Use one of {', '.join(ALGORITHMS)}.")
-        for name, thickness in self.filtration.items():
-            if not isinstance(thickness, (int, float)) or not np.isfinite(thickness) or thickness < 0:
-                raise InputError(f"Filter thickness for {name} is {thickness!r} mm.",
-                                 "Give non-negative thicknesses in mm, e.g. --filtration Al=2.5,Cu=0.1.")
+        if not isinstance(self.materials, str):
+            raise InputError(f"materials must be the name of a decomposition method, got {describe(self.materials)}.",
+                             "Use materials='threshold' (--materials threshold).")
+        for name, allowed in (("mode", MODES), ("algorithm", ALGORITHMS), ("device", DEVICES)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                shown = repr(value) if isinstance(value, str) else describe(value)
+                raise InputError(f"Unknown {name} {shown}.", f"Use {name} = {' or '.join(map(repr, allowed))}.")
+        self.filtration = _checked_filtration(self.filtration)
         if isinstance(self.stages, str):
             self.stages = tuple(s.strip() for s in self.stages.split(",") if s.strip())
         self.stages = tuple(self.stages)
@@ -117,6 +124,29 @@ class SimulationSettings:
             grid.validate()
         if self.wants_scatter():
             self.scatter_settings().validate()
+
+
+def _checked_filtration(filtration) -> dict:
+    fix = ("Give filtration as a dict {material or element: thickness in mm}, e.g. {'Al': 2.5, 'Cu': 0.1} "
+           "(--filtration Al=2.5,Cu=0.1); {} for no added filter.")
+    if not isinstance(filtration, Mapping):
+        raise InputError(f"filtration must be a dict of filter thicknesses, got {describe(filtration)}.", fix)
+    checked, seen = {}, {}
+    for name, thickness in filtration.items():
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"filtration has a key {describe(name)}; keys are material names.", fix)
+        key = name.strip().lower()
+        if key in seen:
+            raise InputError(f"Filter {name!r} is given twice in filtration ({seen[key]!r} and {name!r}); "
+                             "it is not clear which thickness is meant.",
+                             "Give each filter once, with the total thickness, e.g. Al=3 instead of Al=1,Al=2.")
+        seen[key] = name
+        value = as_number(thickness, f"Filter thickness for {name}", fix, unit="mm")
+        if value < 0:
+            raise InputError(f"Filter thickness for {name} is {value:g} mm.",
+                             "Give non-negative thicknesses in mm, e.g. --filtration Al=2.5,Cu=0.1.")
+        checked[name] = value
+    return checked
 
 
 @dataclass
@@ -157,10 +187,31 @@ class Simulator:
 
     def __init__(self, volume: Volume, settings: SimulationSettings | None = None,
                  materials: MaterialVolume | None = None):
-        self.settings = settings or SimulationSettings()
+        if not isinstance(volume, Volume):
+            hint = {str: "load it first: Simulator(load_volume(path))",
+                    np.ndarray: "wrap it first: Simulator(Volume.from_array(hu, spacing=(si, sj, sk)))"}
+            how = next((text for kind, text in hint.items() if isinstance(volume, kind)),
+                       "build it with load_volume(path) or Volume.from_array(hu, ijk_to_ras)")
+            raise InputError(f"volume must be a Volume, got {describe(volume)}.", f"Pass a CT Volume; {how}.")
+        if settings is None:
+            settings = SimulationSettings()
+        elif isinstance(settings, dict):
+            raise InputError(f"settings must be a SimulationSettings, got a dict {settings!r}.",
+                             "Pass SimulationSettings(**your_dict), e.g. SimulationSettings(kvp=90).")
+        elif not isinstance(settings, SimulationSettings):
+            raise InputError(f"settings must be a SimulationSettings or None, got {describe(settings)}.",
+                             "Pass SimulationSettings(kvp=..., filtration=...), or nothing for the defaults.")
+        if materials is not None and (not isinstance(materials, MaterialVolume)
+                                      or materials.density.shape != volume.hu.shape):
+            raise InputError(f"materials must be a MaterialVolume on the CT's grid {volume.hu.shape}, got "
+                             f"{describe(materials) if not isinstance(materials, MaterialVolume) else materials.density.shape}.",
+                             "Pass materials built from this volume (e.g. decompose(volume)), or nothing.")
+        self.settings = settings
         self.settings.validate()
         self.volume = volume
         self.timings: dict = {}
+        warn_if_large(estimate_memory(render_memory_context(volume, self.settings, (1, 1), materials=materials)),
+                      "Decomposing this CT")
         start = time.perf_counter()
         self.materials = materials if materials is not None else decompose(volume, self.settings.materials)
         self.timings["materials"] = time.perf_counter() - start
@@ -183,13 +234,32 @@ class Simulator:
                                      "fluence_photons_per_mAs_mm2_at_1m": spectrum.total_fluence,
                                      **self.primary_model.summary()}
 
+    def memory_context(self, detector_shape, *, materials_ready: bool = True, writing: bool = False,
+                       landmarks: bool = False) -> MemoryContext:
+        """What :func:`memory.estimate_memory` needs to size a render of ``detector_shape`` (rows, columns)."""
+        return render_memory_context(self.volume, self.settings, detector_shape,
+                                     materials=getattr(self, "materials", None),
+                                     primary_model=getattr(self, "primary_model", None),
+                                     materials_ready=materials_ready, writing=writing, landmarks=landmarks)
+
     def render(self, geometry: DetectorGeometry, landmarks=None, progress=None, preview: bool = False,
                scatter_progress=None) -> SimulationResult:
-        """Project one pose. ``progress(fraction)`` may raise SimulationCancelled to stop.
+        """Project one pose. ``progress(fraction)`` may raise SimulationCancelled to stop; so may
+        ``scatter_progress(fraction)``, called during the scatter Monte Carlo.
 
-        ``preview``: a quick image for live dragging; scatter is not simulated but taken from the last
-        full render (resampled to this detector grid) and the result says so in its notes.
+        ``geometry`` is a DetectorGeometry (or a CArm, whose geometry() is used). ``preview``: a quick
+        image for live dragging; scatter is not simulated but taken from the last full render (resampled
+        to this detector grid) and the result says so in its notes.
         """
+        geometry = _checked_geometry(geometry)
+        if landmarks is not None and (isinstance(landmarks, (str, bytes)) or not hasattr(landmarks, "__iter__")):
+            raise InputError(f"landmarks must be a list of Landmark objects or None, got {describe(landmarks)}.",
+                             "Read them with load_landmarks(path), or build [Landmark(label, (R, A, S)), ...].")
+        if progress is not None and not callable(progress):
+            raise InputError(f"progress must be a function progress(fraction) or None, got {describe(progress)}.",
+                             "Pass a callable, e.g. progress=lambda fraction: print(f'{fraction:.0%}').")
+        warn_if_large(estimate_memory(self.memory_context(geometry.shape, landmarks=landmarks is not None)),
+                      f"Rendering {geometry.width} x {geometry.height} pixels")
         timings = dict(self.timings)
         settings = self.settings
         # Line integrals only: the spectral sums need per-pixel air and several moments (primary.py).
@@ -199,8 +269,12 @@ class Simulator:
         warnings = []
         notes = list(projection.notes)
         if not np.any(projection.line_integrals):
-            warnings.append("no ray crosses the CT: the image is blank. Check the isocentre and angles "
-                            "(the isocentre should lie inside the patient).")
+            if rays_cross_box(geometry, self.materials.ijk_to_ras, self.materials.density.shape):
+                warnings.append("the rays cross only air (no material denser than 0 g/cm3 on their path): the "
+                                "image is blank. Check that the CT holds the patient and its values are HU.")
+            else:
+                warnings.append("no ray crosses the CT: the image is blank. Check the isocentre and angles "
+                                "(the isocentre should lie inside the patient).")
         stages = {}
         metrics = {}
         if self.primary_model is not None:
@@ -362,6 +436,41 @@ def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSet
     return Simulator(volume, settings).render(geometry, landmarks=landmarks, progress=progress)
 
 
+def render_memory_context(volume: Volume, settings: SimulationSettings, detector_shape, *, materials=None,
+                          primary_model=None, materials_ready: bool | None = None, writing: bool = False,
+                          landmarks: bool = False) -> MemoryContext:
+    """The memory context of rendering ``volume`` with ``settings`` onto ``detector_shape`` (rows, columns),
+    before or after the materials exist."""
+    n_materials = len(materials.names) if materials is not None else len(THRESHOLD_MATERIALS)
+    return MemoryContext(
+        volume_shape=tuple(volume.hu.shape), detector_shape=tuple(detector_shape), n_materials=n_materials,
+        mode=settings.mode, kernel=_cpu_kernel(),
+        n_energies=len(primary_model.energies_keV) if primary_model is not None else 300,
+        soft_fractions=materials is not None and materials.fractions is not None,
+        materials_ready=materials is not None if materials_ready is None else materials_ready,
+        packed_ready=materials is not None and "_packed" in materials.__dict__,
+        writing=writing, landmarks=landmarks)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_kernel() -> str:
+    """The CPU kernel the projector will use (numba or the numpy fallback); asked once per process."""
+    return "numba" if numba_status()[0] else "numpy"
+
+
+def _checked_geometry(geometry) -> DetectorGeometry:
+    if isinstance(geometry, DetectorGeometry):
+        return geometry
+    if isinstance(geometry, CArm):
+        return geometry.geometry()
+    if isinstance(geometry, dict):
+        raise InputError("geometry must be a DetectorGeometry (or a CArm), got a dict.",
+                         "Convert it: DetectorGeometry.from_dict(d) for source/detector_origin/u/v/width/height, "
+                         "or CArm(**d).geometry() for C-arm angles.")
+    raise InputError(f"geometry must be a DetectorGeometry (or a CArm), got {describe(geometry)}.",
+                     "Pass CArm(alpha_deg=..., isocenter_ras=...).geometry() or DetectorGeometry.load(path).")
+
+
 def _spectrum(settings: SimulationSettings):
     from .attenuation import AttenuationDataUnavailable
 
@@ -371,6 +480,10 @@ def _spectrum(settings: SimulationSettings):
         raise InputError(f"Cannot build the tube spectrum: {error}",
                          "Install xraydb (pip install xraydb) for filters outside the bundled table.") from None
     except ValueError as error:
+        if str(error).startswith("Unknown filter"):
+            raise InputError(f"Cannot build the tube spectrum: {error}",
+                             "Name filters by element symbol (Al, Cu, Sn, ...) or a known material, e.g. "
+                             "--filtration Al=2.5,Cu=0.1.") from None
         raise InputError(f"Cannot build the tube spectrum: {error}",
                          "Use --kvp in 40-150 and filters such as --filtration Al=2.5,Cu=0.1.") from None
 

@@ -140,3 +140,32 @@ def test_live_renders_leave_the_users_layout_alone(logic, scene, scheduler, ct_n
     scheduler.run_pending()
     assert logic.stats["renders"] == 2
     assert layout_node.GetViewArrangement() == layout_node.SlicerLayoutFourUpView
+
+
+def test_detector_signals_are_shown_through_a_log_companion(logic, scene, ct_node, ct_center):
+    """The Fluoro view shows log(I/I0) windowed like the PNG; the stage node keeps I/I0; line integrals direct."""
+    from DeepDRRSlicerLib.mrml.output_nodes import fluoro_display_node
+    from DeepDRRSlicerLib.output import auto_window
+
+    output = logic.simulate(ct_node, carm_at(ct_center, alpha=20.0))
+    primary = output.node("primary")
+    shown = fluoro_display_node(scene, primary)
+    assert shown is not primary
+    composite = layout.fluoro_composite_node(scene, create=False)
+    assert composite.GetBackgroundVolumeID() == shown.GetID()
+    image = output.result.stages["primary"]
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(primary)[0], image)       # I/I0 kept
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(shown)[0], np.log(image), rtol=1e-6)
+    np.testing.assert_allclose(ijk_to_ras(shown), ijk_to_ras(primary), atol=1e-9)
+    assert shown.GetHideFromEditors() and not shown.GetSaveWithScene()
+    low, high = auto_window("primary", image)
+    display = shown.GetDisplayNode()
+    np.testing.assert_allclose([display.GetWindowLevelMin(), display.GetWindowLevelMax()], np.log([low, high]),
+                               rtol=1e-6)
+    # The stage node's own window ignores unattenuated air too.
+    assert primary.GetDisplayNode().GetWindowLevelMax() == pytest.approx(high)
+    # Line integrals are shown as they are; the companions are found again, not duplicated.
+    assert fluoro_display_node(scene, output.node("line_integral_bone")) is output.node("line_integral_bone")
+    count = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    logic.simulate(ct_node, carm_at(ct_center, alpha=-20.0))
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == count

@@ -75,10 +75,13 @@ def test_resources_are_mapped_into_the_package():
     globs = setuptools_cfg["package-data"]["DeepDRRSlicerLib.Resources"]
     # Every file under Resources/ must match one of the globs, or pip drops it.
     suffixes = tuple(g.removeprefix("**/*") for g in globs)
+    excluded = setuptools_cfg.get("exclude-package-data", {}).get("DeepDRRSlicerLib.Resources", [])
+    assert excluded == ["Screenshots/*"], "only the screenshots stay out of the package"
     unshipped = [
         p.relative_to(REPO).as_posix()
         for p in (REPO / "Resources").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(suffixes)
+        and p.parent.name != "Screenshots"
     ]
     assert not unshipped, f"add package-data globs for {unshipped} in pyproject.toml"
 
@@ -147,6 +150,17 @@ def test_s4ext_agrees_with_cmake_extension_variables():
     }
     differ = {k: (fields.get(k), cmake.get(v)) for k, v in pairs.items() if fields.get(k) != cmake.get(v)}
     assert not differ, f"DeepDRRSlicer.s4ext and CMakeLists.txt disagree: {differ}"
+
+
+def test_screenshot_urls_point_at_screenshots_in_this_repository():
+    urls = _s4ext()["screenshoturls"].split()
+    assert len(urls) >= 3
+    for url in urls:
+        path = REPO / url.split("/main/", 1)[1]
+        assert path.parent == REPO / "Resources" / "Screenshots" and path.is_file(), url
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"Resources/Screenshots/([\w.-]+\.png)", readme))
+    assert shown and all((REPO / "Resources" / "Screenshots" / name).is_file() for name in shown)
 
 
 def test_icon_url_points_at_the_icon_in_this_repository():

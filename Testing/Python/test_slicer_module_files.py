@@ -21,6 +21,7 @@ from DeepDRRSlicerLib import resources
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_FILE = REPO / "DeepDRRSlicer" / "DeepDRRSlicer.py"
+GUI_PACKAGE = REPO / "DeepDRRSlicer" / "DeepDRRSlicerLib" / "gui"
 MODULE_CMAKE = REPO / "DeepDRRSlicer" / "CMakeLists.txt"
 UI_FILE = REPO / "Resources" / "UI" / "DeepDRRSlicer.ui"
 
@@ -35,6 +36,12 @@ BINDABLE = {
     "enum": {"QComboBox"},
     "node": {"qMRMLNodeComboBox"},
 }
+
+
+def _panel_code() -> str:
+    """The module file and the Qt-side package together: where the panel's widgets are wired."""
+    files = [MODULE_FILE, *sorted(GUI_PACKAGE.glob("*.py"))]
+    return "\n".join(path.read_text(encoding="utf-8") for path in files)
 
 
 def _module_tree() -> ast.Module:
@@ -114,9 +121,11 @@ def test_module_file_has_module_widget_logic_and_test_classes():
     assert "ScriptedLoadableModuleLogic" in bases["DeepDRRSlicerLogic"]
     assert "ScriptedLoadableModuleTest" in bases["DeepDRRSlicerTest"]
     text = MODULE_FILE.read_text(encoding="utf-8")
-    for required in ("slicer.util.loadUI", "tryWithErrorDisplay", "createProgressDialog", "connectGui",
-                     "arXiv:1803.08606", "Unberath"):
+    for required in ("slicer.util.loadUI", "arXiv:1803.08606", "Unberath"):
         assert required in text, f"the module file should use/mention {required}"
+    panel = _panel_code()
+    for required in ("tryWithErrorDisplay", "createProgressDialog", "connectParametersToGui", "disconnectGui"):
+        assert required in panel, f"the module file or DeepDRRSlicerLib/gui should use {required}"
 
 
 def test_every_parameter_has_exactly_one_widget_of_a_bindable_type():
@@ -151,9 +160,9 @@ def test_every_ui_control_is_bound_or_is_an_action_button():
         if not any(p.get("name") == "SlicerParameterName" for p in widget.findall("property")):
             unbound.append(widget.get("name"))
     assert not unbound, f"controls without a SlicerParameterName: {unbound}"
-    text = MODULE_FILE.read_text(encoding="utf-8")
+    panel = _panel_code()
     for action in actions:
-        assert f"self.ui.{action}.connect(" in text, f"{action} is never connected"
+        assert f"self.ui.{action}.connect(" in panel, f"{action} is never connected (module file or gui/)"
 
 
 def test_node_selectors_get_the_scene_from_the_ui():
@@ -254,6 +263,7 @@ def test_module_cmake_configures_lists_every_script_and_lays_out_a_working_build
     for resource in ("UI/DeepDRRSlicer.ui", "Icons/DeepDRRSlicer.png", "requirements.txt",
                      "SampleData/pelvis_ct_3mm.nii.gz", "Physics/tube_spectra.npz"):
         assert (modules / "Resources" / resource).is_file(), resource
+    assert not (modules / "Resources" / "Screenshots").exists(), "screenshots are not part of the module"
     # In that layout the Lib finds its resources next to the module, as resourcePath() does.
     probe = ("import DeepDRRSlicerLib.resources as r; "
              "print(r.resource_path('UI', 'DeepDRRSlicer.ui').resolve())")
@@ -261,3 +271,11 @@ def test_module_cmake_configures_lists_every_script_and_lays_out_a_working_build
                            cwd=str(tmp_path), env={**__import__("os").environ, "PYTHONPATH": str(modules)})
     assert found.returncode == 0, found.stderr
     assert Path(found.stdout.strip()) == (modules / "Resources" / "UI" / "DeepDRRSlicer.ui").resolve()
+
+
+def test_widgets_used_by_the_panel_code_exist_in_the_ui_file():
+    """``ui.<name>`` in the module file or a gui section must be a widget of the .ui file (CI cannot run Qt)."""
+    names = {w.get("name") for w in ET.parse(UI_FILE).getroot().iter("widget")}
+    used = set(re.findall(r"\bui\.([A-Za-z_][A-Za-z0-9_]*)", _panel_code()))
+    assert used, "the panel code uses no widget at all?"
+    assert used <= names, f"not in {UI_FILE.name}: {sorted(used - names)}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import DetectorGeometry
+from .output_nodes import fluoro_display_node
 from .scene_utils import nodes_by_class, vtk_matrix_from_array
 
 __all__ = [
@@ -168,8 +169,10 @@ def orient_slice_to_detector(slice_node, geometry: DetectorGeometry, fit: bool =
 def show_in_fluoro_view(scene, volume_node, geometry: DetectorGeometry, fit: bool = True):
     """Show ``volume_node`` (an output stage) in the Fluoro view, reformatted to ``geometry``'s detector.
 
-    Returns the Fluoro slice node. The view's image plane is also shown in 3D.
+    Detector-signal stages are shown through their log companion (``output_nodes.fluoro_display_node``),
+    as a C-arm monitor shows them. Returns the Fluoro slice node. The view's image plane is also shown in 3D.
     """
+    volume_node = fluoro_display_node(scene, volume_node)
     slice_node = fluoro_slice_node(scene)
     composite = fluoro_composite_node(scene)
     wasModifying = composite.StartModify()

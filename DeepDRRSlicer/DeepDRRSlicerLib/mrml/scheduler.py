@@ -9,7 +9,7 @@ The logic asks a scheduler to call it back later, by key:
 * ``restart=True`` (debounce): each request pushes the call back; used for the
   full-resolution render, which then runs once the pose has stopped moving.
 
-The Slicer widget drives this with ``qt.QTimer`` (see ``DeepDRRSlicer.py``);
+Inside Slicer the timers are ``qt.QTimer`` (``DeepDRRSlicerLib.gui.timers``);
 tests and scripts use :class:`ManualScheduler` (a clock advanced by hand) or
 :class:`ImmediateScheduler` (no coalescing: every request runs at once).
 No Qt is imported here.

@@ -1,0 +1,44 @@
+"""What a render shows in the panel: a status line (stage, size, time) and the stage selector,
+in which the stages the last render did not compute are greyed out.
+
+The combo box lists ``DeepDRRSlicerLib.mrml.stages.KNOWN_STAGES`` in order (the
+module file's ``FluoroStage`` enum mirrors that tuple, and a test checks it).
+"""
+
+from __future__ import annotations
+
+from slicer.i18n import tr as _
+
+from ..mrml.stages import KNOWN_STAGES
+from .panel import PanelSection
+
+__all__ = ["DisplaySection", "enable_stage_choices", "render_message"]
+
+
+def enable_stage_choices(combo_box, computed_stages) -> None:
+    """Enable the items of ``combo_box`` (in ``KNOWN_STAGES`` order) whose stage was computed."""
+    model = combo_box.model()
+    if not hasattr(model, "item"):
+        return
+    for index, stage in enumerate(KNOWN_STAGES):
+        item = model.item(index)
+        if item is not None:
+            item.setEnabled(stage in computed_stages)
+
+
+def render_message(output, wanted_stage=None) -> str:
+    """One line on a render: its stage, size, kind and time, and whether the wanted stage was missing."""
+    height, width = output.geometry.shape
+    kind = _("preview") if output.preview else _("full resolution")
+    message = _("{stage}: {width} x {height} px ({kind}) in {seconds:.2f} s").format(
+        stage=output.display_stage, width=width, height=height, kind=kind, seconds=output.seconds)
+    if wanted_stage is not None and wanted_stage != output.display_stage:
+        message += " " + _("('{wanted}' is not computed by this version)").format(wanted=wanted_stage)
+    return message
+
+
+class DisplaySection(PanelSection):
+    def rendered(self, output) -> None:
+        parameters = self.context.parameters()
+        self.context.status.show(render_message(output, parameters.stage.value if parameters else None))
+        enable_stage_choices(self.ui.stageComboBox, output.stages)

@@ -1,0 +1,45 @@
+"""The module panel's parameters as the logic's inputs (no Qt).
+
+The module file's parameter node (``DeepDRRSlicerParameterNode``) holds what the
+panel shows and saves it with the scene. These functions read its fields by
+name, so any object with those attributes works (CI passes a plain namespace),
+and turn them into the C-arm set-up and the engine settings. A new panel
+parameter that changes the simulation is mapped here, where CI can test it.
+
+Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
+``detectorPixels``, ``detectorSize``, ``kvp``, ``smoothInterpolation``,
+``livePreview``; ``stage`` (an enum whose ``value`` is a stage name).
+"""
+
+from __future__ import annotations
+
+from ..pipeline import SimulationSettings
+from .carm_transform import CArmSetup
+
+__all__ = ["carm_setup", "simulation_settings", "simulate_from_parameters", "update_live_from_parameters"]
+
+
+def carm_setup(parameters) -> CArmSetup:
+    """Distances and detector grid of the panel."""
+    return CArmSetup(sid_mm=float(parameters.sid), sod_mm=float(parameters.sod),
+                     detector_pixels=int(parameters.detectorPixels), detector_size_mm=float(parameters.detectorSize))
+
+
+def simulation_settings(parameters) -> SimulationSettings:
+    """The engine's physics settings of the panel."""
+    return SimulationSettings(kvp=float(parameters.kvp),
+                              algorithm="trilinear" if parameters.smoothInterpolation else "siddon")
+
+
+def simulate_from_parameters(logic, parameters, progress=None):
+    """``logic.simulate`` (a ``DeepDRRLogic``) with the panel's parameters, then following the C-arm live."""
+    return logic.simulate(parameters.ct, None, parameters.landmarks, transformNode=parameters.carmTransform,
+                          setup=carm_setup(parameters), settings=simulation_settings(parameters),
+                          display_stage=parameters.stage.value, show=True, live=True, progress=progress)
+
+
+def update_live_from_parameters(logic, parameters) -> None:
+    """Pass changed panel parameters to the live view (it re-renders or re-displays as needed)."""
+    logic.update_live(setup=carm_setup(parameters), settings=simulation_settings(parameters),
+                      landmarksNode=parameters.landmarks, display_stage=parameters.stage.value,
+                      enabled=parameters.livePreview)
