@@ -108,6 +108,8 @@ class FluoroStage(enum.Enum):
     TOTAL = "total"
     NOISY = "noisy"
     FINAL = "final"
+    SPR = "spr"
+    SCATTER_RELATIVE_ERROR = "scatter_relative_error"
     LINE_INTEGRAL = "line_integral"
     LINE_INTEGRAL_AIR = "line_integral_air"
     LINE_INTEGRAL_SOFT_TISSUE = "line_integral_soft_tissue"
@@ -131,6 +133,8 @@ class DeepDRRSlicerParameterNode:
     detectorPixels, detectorSize - pixels per side and side length (mm) of the square detector.
     kvp - tube voltage.
     smoothInterpolation - trilinear ray march instead of exact voxel paths (hides the grid of coarse CTs).
+    mas, detectorThickness, scatterPhotons, seed, grid - exposure per image, CsI thickness (mm), Monte Carlo
+        photons, seed of the scatter and the noise, anti-scatter grid.
     stage - the stage the Fluoro view shows.
     livePreview - re-render while the C-arm moves.
     """
@@ -146,6 +150,11 @@ class DeepDRRSlicerParameterNode:
     detectorSize: Annotated[float, WithinRange(50.0, 500.0)] = 298.0
     kvp: Annotated[float, WithinRange(40.0, 150.0)] = 90.0
     smoothInterpolation: bool = False
+    mas: Annotated[float, WithinRange(0.001, 100.0)] = 0.05
+    detectorThickness: Annotated[float, WithinRange(0.1, 2.0)] = 0.6
+    scatterPhotons: Annotated[int, WithinRange(10000, 100000000)] = 300000
+    seed: Annotated[int, WithinRange(0, 1000000)] = 0
+    grid: bool = False
     stage: FluoroStage = FluoroStage.PRIMARY
     livePreview: bool = True
 

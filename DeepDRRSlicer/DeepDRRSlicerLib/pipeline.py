@@ -363,12 +363,28 @@ class Simulator:
         extras = [name for name in ("spr", "scatter_relative_error") if name in stages and settings.wants_scatter()]
         return {name: stages[name] for name in keep + extras}, metrics
 
-    def _scatter(self, geometry, flat_keV, primary_keV, preview, notes, progress):
+    def scatter_ready(self, geometry: DetectorGeometry) -> bool:
+        """Whether the scatter of this pose is cached (a render of it will not run the Monte Carlo)."""
+        return _geometry_key(geometry) in self._scatter_cache
+
+    def prepare_scatter(self, geometry: DetectorGeometry, progress=None):
+        """Run (or take from the cache) the scatter Monte Carlo of one pose; safe to call from a worker
+        thread (the kernel releases the GIL), e.g. to refresh a live view after the C-arm stops."""
         from .scatter import ScatterTransport
 
-        settings = self.settings
         key = _geometry_key(geometry)
         cached = self._scatter_cache.get(key)
+        if cached is None:
+            if self._scatter_transport is None:
+                self._scatter_transport = ScatterTransport(self.materials, self.primary_model, self.detector, self.grid)
+            cached = self._scatter_transport.run(geometry, self.settings.scatter_settings(), progress=progress)
+            self._scatter_cache[key] = cached
+            while len(self._scatter_cache) > self.scatter_cache_size:
+                self._scatter_cache.pop(next(iter(self._scatter_cache)))
+        return cached
+
+    def _scatter(self, geometry, flat_keV, primary_keV, preview, notes, progress):
+        cached = self._scatter_cache.get(_geometry_key(geometry))
         if cached is None and preview and self._last_scatter is not None:
             _, ratio = self._last_scatter
             resampled = _resample(ratio, geometry.shape)
@@ -377,12 +393,7 @@ class Simulator:
             scatter_keV = resampled * flat_keV
             return scatter_norm, scatter_keV, np.zeros(geometry.shape), None, {"source": "previous render (preview)"}
         if cached is None:
-            if self._scatter_transport is None:
-                self._scatter_transport = ScatterTransport(self.materials, self.primary_model, self.detector, self.grid)
-            cached = self._scatter_transport.run(geometry, settings.scatter_settings(), progress=progress)
-            self._scatter_cache[key] = cached
-            while len(self._scatter_cache) > self.scatter_cache_size:
-                self._scatter_cache.pop(next(iter(self._scatter_cache)))
+            cached = self.prepare_scatter(geometry, progress=progress)
         result = cached
         scatter_norm = result.scatter / flat_keV
         self._last_scatter = (geometry, scatter_norm)

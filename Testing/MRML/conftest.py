@@ -53,7 +53,10 @@ def scheduler():
 def logic(scene, scheduler):
     from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
 
-    logic = DeepDRRLogic(scene, scheduler)
+    from DeepDRRSlicerLib.pipeline import SimulationSettings
+
+    # few Monte Carlo photons: every stage is computed, fast (the scatter physics is tested in Testing/Python)
+    logic = DeepDRRLogic(scene, scheduler, settings=SimulationSettings(scatter_photons=5_000))
     yield logic
     logic.stop_live()
 

@@ -33,7 +33,10 @@ def scheduler():
 def logic(views, scheduler):
     from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
 
-    logic = DeepDRRLogic(views.scene, scheduler)
+    from DeepDRRSlicerLib.pipeline import SimulationSettings
+
+    # few Monte Carlo photons: every stage is computed, fast (the scatter physics is tested in Testing/Python)
+    logic = DeepDRRLogic(views.scene, scheduler, settings=SimulationSettings(scatter_photons=5_000))
     yield logic
     logic.stop_live()
 

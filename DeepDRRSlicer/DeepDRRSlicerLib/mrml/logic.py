@@ -118,8 +118,9 @@ class _LiveSession:
 
 
 def _settings_key(settings: SimulationSettings) -> tuple:
-    return (float(settings.kvp), tuple(sorted((str(k), float(v)) for k, v in settings.filtration.items())),
-            settings.mode, settings.materials, settings.device, settings.algorithm)
+    from dataclasses import asdict
+
+    return tuple(sorted((name, repr(value)) for name, value in asdict(settings).items()))
 
 
 class DeepDRRLogic:
@@ -152,6 +153,7 @@ class DeepDRRLogic:
         self._live: _LiveSession | None = None
         self._setting_pose = False   # the pose is being set on request: do not echo it to pose listeners
         self._quiet = False          # the pose is being set by simulate(): no live render for it
+        self._scatter_job = None     # the scatter Monte Carlo running on a worker thread for a live pose
 
     # ------------------------------------------------------------------ caches
     def volume_for(self, ct_node) -> Volume:
@@ -580,7 +582,14 @@ class DeepDRRLogic:
             landmarks = None
             self._clear_projected(session)
             self._report(error)
-        result = simulator.render(geometry, landmarks=landmarks)
+        # Scatter: a still pose whose Monte Carlo is not cached shows the last scatter at once and runs the
+        # MC on a worker thread (the kernel releases the GIL, the panel stays responsive); when it is done
+        # the pose is rendered again, now with its own scatter. Previews never run it.
+        deferred = (not preview and not self.scheduler.synchronous and simulator.settings.wants_scatter()
+                    and not simulator.scatter_ready(geometry))
+        result = simulator.render(geometry, landmarks=landmarks, preview=preview or deferred)
+        if deferred and not simulator.scatter_ready(geometry):
+            self._start_scatter(simulator, geometry)
         self.stats["previews" if preview else "renders"] += 1
         stages = self._choose_stages(result, session.stages)
         display = self._choose_display_stage(stages, session.display_stage)
@@ -594,6 +603,41 @@ class DeepDRRLogic:
         session.last_output = output
         output.seconds = time.perf_counter() - started
         return output
+
+    def _start_scatter(self, simulator, geometry) -> None:
+        import threading
+
+        job = self._scatter_job
+        if job is not None and job["thread"].is_alive() and job["geometry"] is geometry:
+            return
+        job = {"geometry": geometry, "simulator": simulator, "error": None}
+
+        def work():
+            try:
+                simulator.prepare_scatter(geometry)
+            except Exception as error:  # reported on the main thread by the poll
+                job["error"] = error
+
+        job["thread"] = threading.Thread(target=work, name="DeepDRR scatter", daemon=True)
+        self._scatter_job = job
+        job["thread"].start()
+        self.stats["scatter_jobs"] += 1
+        self._schedule("scatter", 0.2, self._poll_scatter, restart=True)
+
+    def _poll_scatter(self) -> None:
+        job = self._scatter_job
+        if job is None:
+            return
+        if job["thread"].is_alive():
+            self._schedule("scatter", 0.2, self._poll_scatter, restart=True)
+            return
+        self._scatter_job = None
+        if job["error"] is not None:
+            self._report(job["error"])
+            return
+        session = self._live
+        if session is not None and session.last_geometry is job["geometry"]:
+            self._render_live(preview=False)
 
     def _report(self, error: Exception) -> None:
         if not isinstance(error, (InputError, SimulationCancelled)):

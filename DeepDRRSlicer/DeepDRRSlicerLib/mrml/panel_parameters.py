@@ -7,8 +7,9 @@ and turn them into the C-arm set-up and the engine settings. A new panel
 parameter that changes the simulation is mapped here, where CI can test it.
 
 Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
-``detectorPixels``, ``detectorSize``, ``kvp``, ``smoothInterpolation``,
-``livePreview``; ``stage`` (an enum whose ``value`` is a stage name).
+``detectorPixels``, ``detectorSize``, ``kvp``, ``smoothInterpolation``, ``mas``,
+``detectorThickness``, ``scatterPhotons``, ``seed``, ``grid`` (optional: engine defaults when
+absent), ``livePreview``; ``stage`` (an enum whose ``value`` is a stage name).
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ def carm_setup(parameters) -> CArmSetup:
 
 def simulation_settings(parameters) -> SimulationSettings:
     """The engine's physics settings of the panel."""
+    defaults = SimulationSettings()
     return SimulationSettings(kvp=float(parameters.kvp),
-                              algorithm="trilinear" if parameters.smoothInterpolation else "siddon")
+                              algorithm="trilinear" if parameters.smoothInterpolation else "siddon",
+                              mas=float(getattr(parameters, "mas", defaults.mas)),
+                              detector_thickness_mm=float(getattr(parameters, "detectorThickness",
+                                                                  defaults.detector_thickness_mm)),
+                              scatter_photons=int(getattr(parameters, "scatterPhotons", defaults.scatter_photons)),
+                              seed=int(getattr(parameters, "seed", defaults.seed)),
+                              grid=bool(getattr(parameters, "grid", defaults.grid)))
 
 
 def simulate_from_parameters(logic, parameters, progress=None):
