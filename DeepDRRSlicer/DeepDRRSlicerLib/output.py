@@ -21,7 +21,7 @@ from .pipeline import SimulationResult
 
 
 #: Stages shown on a linear scale: ``final`` is already windowed to [0, 1] (noise.final_image); scatter
-#: maps (more scatter brighter) from 0 to their 99.5th percentile.
+#: maps (more scatter brighter) from their minimum to their 99.5th percentile.
 _FIXED_WINDOW_STAGES = {"final": (0.0, 1.0)}
 _LINEAR_STAGES = ("scatter", "spr", "scatter_relative_error")
 
@@ -40,8 +40,8 @@ def _window(stage: str, image: np.ndarray) -> tuple[np.ndarray, float, float]:
     if stage in _FIXED_WINDOW_STAGES:
         return image, *_FIXED_WINDOW_STAGES[stage]
     if stage in _LINEAR_STAGES:
-        high = float(np.percentile(image, 99.5))
-        return image, 0.0, (high if high > 0 else 1.0)
+        low, high = float(image.min()), float(np.percentile(image, 99.5))
+        return image, low, (high if high > low else low + 1.0)
     if not is_detector_signal(stage):
         values = image
         in_body = values > 0.02 * values.max()

@@ -318,7 +318,11 @@ class Simulator:
         body = primary < 0.95
         scatter_keV = np.zeros(geometry.shape)
         scatter_second = np.zeros(geometry.shape)
-        if settings.wants_scatter():
+        scatter_available, why_not = numba_status()
+        if settings.wants_scatter() and not scatter_available:
+            notes.append("scatter not simulated: the Monte Carlo needs numba (" + why_not.split(";")[0]
+                         + "); install the accelerators")
+        if settings.wants_scatter() and scatter_available:
             start = time.perf_counter()
             scatter_norm, scatter_keV, scatter_second, rel, scatter_summary = self._scatter(
                 geometry, flat_keV, primary_keV, preview, notes, scatter_progress)
@@ -335,7 +339,7 @@ class Simulator:
             metrics["spr_center"] = float(np.mean(scatter_norm[centre]) / max(np.mean(primary[centre]), 1e-30))
             metrics["spr_mean_in_body"] = float(np.mean(spr[body])) if np.any(body) else None
             metrics["scatter"] = scatter_summary
-        else:
+        elif scatter_available:
             notes.append("scatter not simulated (ask for the scatter or total stage)")
         total_keV = primary_keV + scatter_keV
         mas = float(settings.mas)
@@ -357,10 +361,11 @@ class Simulator:
             final, window = final_image(noisy, reference=primary)
             stages["final"] = final
             metrics["final_window"] = window
-            metrics["noise_signal"] = "primary + scatter" if settings.wants_scatter() else "primary only"
+            metrics["noise_signal"] = "primary + scatter" if "scatter" in stages else "primary only"
             timings["noise"] = time.perf_counter() - start
         keep = [name for name in ("primary", "scatter", "total", "noisy", "final") if name in wanted]
-        extras = [name for name in ("spr", "scatter_relative_error") if name in stages and settings.wants_scatter()]
+        keep = [name for name in keep if name in stages]
+        extras = [name for name in ("spr", "scatter_relative_error") if name in stages]
         return {name: stages[name] for name in keep + extras}, metrics
 
     def scatter_ready(self, geometry: DetectorGeometry) -> bool:

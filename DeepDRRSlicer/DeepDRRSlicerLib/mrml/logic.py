@@ -560,19 +560,19 @@ class DeepDRRLogic:
         if node is not None:
             node.RemoveAllControlPoints()
 
-    def _render_live(self, preview: bool) -> None:
+    def _render_live(self, preview: bool, scatter_refresh: bool = False) -> None:
         session = self._live
         if session is None or not session.enabled:
             return
         try:
-            output = self._render(session, preview=preview)
+            output = self._render(session, preview=preview, scatter_refresh=scatter_refresh)
         except Exception as error:  # a timer callback: report, never raise
             self._report(error)
             return
         for listener in list(self.render_listeners):
             listener(output)
 
-    def _render(self, session: _LiveSession, preview: bool) -> SimulationOutput:
+    def _render(self, session: _LiveSession, preview: bool, scatter_refresh: bool = False) -> SimulationOutput:
         started = time.perf_counter()
         simulator = self.simulator_for(session.ct_node, session.settings)
         geometry = session.setup.geometry(pose_of(session.transform_node), preview=preview)
@@ -590,7 +590,7 @@ class DeepDRRLogic:
         result = simulator.render(geometry, landmarks=landmarks, preview=preview or deferred)
         if deferred and not simulator.scatter_ready(geometry):
             self._start_scatter(simulator, geometry)
-        self.stats["previews" if preview else "renders"] += 1
+        self.stats["previews" if preview else ("scatter_refreshes" if scatter_refresh else "renders")] += 1
         stages = self._choose_stages(result, session.stages)
         display = self._choose_display_stage(stages, session.display_stage)
         size = _detector_size(geometry)
@@ -628,6 +628,7 @@ class DeepDRRLogic:
         job = self._scatter_job
         if job is None:
             return
+        job["thread"].join(timeout=0.02)   # a short wait: a virtual-time scheduler polls without pause
         if job["thread"].is_alive():
             self._schedule("scatter", 0.2, self._poll_scatter, restart=True)
             return
@@ -637,7 +638,7 @@ class DeepDRRLogic:
             return
         session = self._live
         if session is not None and session.last_geometry is job["geometry"]:
-            self._render_live(preview=False)
+            self._render_live(preview=False, scatter_refresh=True)
 
     def _report(self, error: Exception) -> None:
         if not isinstance(error, (InputError, SimulationCancelled)):
