@@ -8,6 +8,9 @@ and landmarks are read with Slicer's own readers (see ``mrml_helpers``).
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("DEEPDRR_SCATTER_PHOTONS", "5000")   # few Monte Carlo photons in CI
 import pytest
 
 

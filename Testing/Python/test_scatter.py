@@ -265,6 +265,34 @@ def test_mc_primary_matches_the_analytic_primary_on_the_bundled_ct():
     assert abs(body_ratio - 1.0) < max(0.01, 3 * body_sigma), (body_ratio, body_sigma)
 
 
+def test_forced_detection_agrees_with_analog_scoring_on_real_ct():
+    """On the bundled CT (bone, air, soft tissue in blocks of different local majorants) the forced-detection
+    estimate (ratio tracking through the blocks) and analog scoring give the same scatter."""
+    from DeepDRRSlicerLib.geometry import CArm
+    from DeepDRRSlicerLib.materials import decompose
+    from DeepDRRSlicerLib.resources import sample_ct_path
+    from DeepDRRSlicerLib.volume import load_volume
+
+    volume = load_volume(sample_ct_path())
+    materials = decompose(volume)
+    geometry = CArm(alpha_deg=30.0, isocenter_ras=tuple(volume.center_ras()), width=16, height=16,
+                    pixel_spacing_mm=20.0).geometry()
+    detector = Detector()
+    model = PrimaryModel.for_spectrum(tube_spectrum(90.0, {"Al": 3.3}), materials.names, detector=detector)
+    transport = ScatterTransport(materials, model, detector)
+    analog = transport.run(geometry, ScatterSettings(photons=400_000, seed=61, forced_detection=False,
+                                                     tally_pixel_mm=80.0))
+    forced = transport.run(geometry, ScatterSettings(photons=40_000, seed=62, forced_detection=True,
+                                                     tally_pixel_mm=80.0))
+    assert analog.raw_scatter.shape == (4, 4)
+    z = (analog.raw_scatter - forced.raw_scatter) / np.sqrt(analog.scatter_variance_raw + forced.scatter_variance_raw)
+    assert np.abs(z).max() < 4.0, np.round(z, 2)
+    total_z = (analog.raw_scatter.sum() - forced.raw_scatter.sum()) / np.sqrt(
+        analog.scatter_variance_raw.sum() + forced.scatter_variance_raw.sum())
+    assert abs(total_z) < 3.0, total_z
+    assert analog.bookkeeping["virtual_collisions"] < 5 * analog.bookkeeping["compton"]   # local majorants
+
+
 def test_grid_passes_primary_at_its_open_fraction_and_cuts_scatter(water_10cm):
     """Analog scoring draws no random numbers for the grid, so with and without it the photon histories
     are identical: the primary ratio is the open fraction to rounding; scatter loses far more."""

@@ -8,6 +8,9 @@ is skipped and the reason printed (``-ra``). In CI the layer is required
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("DEEPDRR_SCATTER_PHOTONS", "5000")   # few Monte Carlo photons in CI
 import pytest
 
 

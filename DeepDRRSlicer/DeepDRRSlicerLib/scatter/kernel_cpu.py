@@ -19,7 +19,8 @@ independent, so equal seeds give bit-identical images): energy in units of
 Geometry: world in RAS mm. The CT box (voxel centres at integer ijk, nearest
 voxel = the voxel containing the point) is filled with the voxel materials; the
 rest of a sphere around source, CT and detector is air; outside it, vacuum.
-Woodcock (delta) tracking inside the box with a majorant per energy; exact
+Woodcock (delta) tracking inside the box with local majorants (the densest voxel
+of each material in each block of 8^3 voxels, walked block by block); exact
 exponential sampling in the homogeneous air outside.
 """
 
@@ -149,28 +150,6 @@ def _mu_material(mu_fine, mu_src, m, energy, exact, src_bin, e0, inv_de, n_e):
             + _interp(mu_fine[m], 2, energy, e0, inv_de, n_e))
 
 
-@njit(cache=True)
-def _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels, fractions, use_fractions, mixture,
-              mu_fine, mu_src, energy, exact, src_bin, e0, inv_de, n_e):
-    """(mu in 1/mm, density, voxel index) at a point inside the box; fills mixture[m] = f_m mu_m (cm2/g)."""
-    fi = ras_to_ijk[0, 0] * qx + ras_to_ijk[0, 1] * qy + ras_to_ijk[0, 2] * qz + ras_to_ijk[0, 3]
-    fj = ras_to_ijk[1, 0] * qx + ras_to_ijk[1, 1] * qy + ras_to_ijk[1, 2] * qz + ras_to_ijk[1, 3]
-    fk = ras_to_ijk[2, 0] * qx + ras_to_ijk[2, 1] * qy + ras_to_ijk[2, 2] * qz + ras_to_ijk[2, 3]
-    ii = min(max(int(math.floor(fi + 0.5)), 0), ni - 1)
-    jj = min(max(int(math.floor(fj + 0.5)), 0), nj - 1)
-    kk = min(max(int(math.floor(fk + 0.5)), 0), nk - 1)
-    voxel = (kk * nj + jj) * ni + ii
-    rho = density[voxel]
-    mu = 0.0
-    if use_fractions:
-        for m in range(mixture.shape[0] - 1):
-            mixture[m] = fractions[m, voxel] * _mu_material(mu_fine, mu_src, m, energy, exact, src_bin, e0, inv_de, n_e)
-            mu += mixture[m]
-    else:
-        mu = _mu_material(mu_fine, mu_src, labels[voxel], energy, exact, src_bin, e0, inv_de, n_e)
-    return mu * rho * 0.1, rho, voxel
-
-
 @njit(inline="always")
 def _incoherent_function(s_fn, row, x, x_grid):
     n = x_grid.shape[0]
@@ -197,13 +176,97 @@ def _form_factor_squared(f2, row, x, x_grid):
 
 
 @njit(cache=True)
-def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, src_bin, energy2,
+def _dda_start(px, py, pz, dx, dy, dz, ras_to_ijk, bsize, nbi, nbj, nbk, blk, tnext, dtb, stepb):
+    """Walk over blocks of bsize^3 voxels along p + t d (p inside the box, t in mm from p): the current block
+    (blk), the t of the next block boundary on each axis (tnext), the t between boundaries (dtb), the
+    direction of the steps (stepb). Block b holds voxels b*bsize .. b*bsize + bsize - 1."""
+    for a in range(3):
+        q = ras_to_ijk[a, 0] * px + ras_to_ijk[a, 1] * py + ras_to_ijk[a, 2] * pz + ras_to_ijk[a, 3]
+        e = ras_to_ijk[a, 0] * dx + ras_to_ijk[a, 1] * dy + ras_to_ijk[a, 2] * dz
+        n_a = nbi if a == 0 else (nbj if a == 1 else nbk)
+        b = min(max(int(math.floor((q + 0.5) / bsize)), 0), n_a - 1)
+        blk[a] = b
+        if e > 1e-15:
+            tnext[a] = ((b + 1) * bsize - 0.5 - q) / e
+            dtb[a] = bsize / e
+            stepb[a] = 1
+        elif e < -1e-15:
+            tnext[a] = (b * bsize - 0.5 - q) / e
+            dtb[a] = -bsize / e
+            stepb[a] = -1
+        else:
+            tnext[a] = 1e300
+            dtb[a] = 1e300
+            stepb[a] = 0
+
+
+@njit(inline="always")
+def _dda_advance(blk, tnext, dtb, stepb, nbi, nbj, nbk):
+    """Step to the next block; returns False when the walk leaves the grid."""
+    a = 0
+    if tnext[1] < tnext[a]:
+        a = 1
+    if tnext[2] < tnext[a]:
+        a = 2
+    blk[a] += stepb[a]
+    tnext[a] += dtb[a]
+    n_a = nbi if a == 0 else (nbj if a == 1 else nbk)
+    return 0 <= blk[a] < n_a
+
+
+@njit(inline="always")
+def _block_sigma(block_max, blk, nbi, nbj, mu_now, n_materials, use_fractions):
+    """Local majorant (1/mm) of the current block: max_m (or sum_m for mixtures) of the block's largest
+    density of material m times mu_m/rho at the current energy."""
+    block = (blk[2] * nbj + blk[1]) * nbi + blk[0]
+    s = 0.0
+    for m in range(n_materials):
+        v = block_max[block, m] * mu_now[m]
+        if use_fractions:
+            s += v
+        elif v > s:
+            s = v
+    return s * 0.1 * (1.0 + 1e-6)
+
+
+@njit(cache=True)
+def _fill_mu(mu_now, mu_fine, mu_src, energy, exact, src_bin, e0, inv_de, n_e):
+    """mu_now[m] = total mu/rho (cm2/g) of every material row at one energy."""
+    for m in range(mu_now.shape[0]):
+        mu_now[m] = _mu_material(mu_fine, mu_src, m, energy, exact, src_bin, e0, inv_de, n_e)
+
+
+@njit(cache=True)
+def _voxel_mu_in_block(qx, qy, qz, ras_to_ijk, ni, nj, nk, blk, bsize, density, labels, fractions, use_fractions,
+                       mixture, mu_now):
+    """(mu in 1/mm, density, voxel) of the voxel containing q, kept inside the current block (so that the
+    block's majorant bounds it even when rounding puts q on a block face)."""
+    fi = ras_to_ijk[0, 0] * qx + ras_to_ijk[0, 1] * qy + ras_to_ijk[0, 2] * qz + ras_to_ijk[0, 3]
+    fj = ras_to_ijk[1, 0] * qx + ras_to_ijk[1, 1] * qy + ras_to_ijk[1, 2] * qz + ras_to_ijk[1, 3]
+    fk = ras_to_ijk[2, 0] * qx + ras_to_ijk[2, 1] * qy + ras_to_ijk[2, 2] * qz + ras_to_ijk[2, 3]
+    ii = min(max(int(math.floor(fi + 0.5)), blk[0] * bsize), min(blk[0] * bsize + bsize, ni) - 1)
+    jj = min(max(int(math.floor(fj + 0.5)), blk[1] * bsize), min(blk[1] * bsize + bsize, nj) - 1)
+    kk = min(max(int(math.floor(fk + 0.5)), blk[2] * bsize), min(blk[2] * bsize + bsize, nk) - 1)
+    voxel = (kk * nj + jj) * ni + ii
+    rho = density[voxel]
+    mu = 0.0
+    if use_fractions:
+        for m in range(mixture.shape[0] - 1):
+            mixture[m] = fractions[m, voxel] * mu_now[m]
+            mu += mixture[m]
+    else:
+        mu = mu_now[labels[voxel]]
+    return mu * rho * 0.1, rho, voxel
+
+
+@njit(cache=True)
+def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, mu_a, mu_b,
                   ras_to_ijk, ni, nj, nk, density, labels, fractions, use_fractions, mixture,
-                  mu_fine, mu_src, majorant_fine, majorant_src, e0, inv_de, n_e, air_density):
-    """Unbiased estimates of exp(-int mu) from p to p + dist d at two energies in one pass: ``energy``
-    (a source-bin energy when ``exact``) and ``energy2`` (any energy). Ratio tracking (Novak et al.
-    2014) with the larger of the two majorants in the CT box; exact exponentials in the air outside."""
-    n_materials = mu_fine.shape[0] - 1
+                  block_max, bsize, nbi, nbj, nbk, blk, tnext, dtb, stepb, air_density):
+    """Unbiased estimates of exp(-int mu) from p to p + dist d at two energies in one pass (mu_a, mu_b: total
+    mu/rho of every material row at each energy): ratio tracking (Novak et al. 2014) with the local
+    majorant of each block (the larger of the two energies'), exact exponentials in the air outside."""
+    n_materials = mu_a.shape[0] - 1
     t_in, t_out = _box_span(px, py, pz, dx, dy, dz, ras_to_ijk, ni, nj, nk)
     if t_in < 0.0:
         t_in = 0.0
@@ -214,37 +277,38 @@ def _transmission(state, buffer, px, py, pz, dx, dy, dz, dist, energy, exact, sr
     value2 = 1.0
     if t_out > t_in:
         inside = t_out - t_in
-        if exact:
-            maj = majorant_src[src_bin]
-        else:
-            x = (energy - e0) * inv_de
-            j = min(max(int(math.floor(x)), 0), n_e - 2)
-            maj = max(majorant_fine[j], majorant_fine[j + 1])
-        x = (energy2 - e0) * inv_de
-        j = min(max(int(math.floor(x)), 0), n_e - 2)
-        maj = max(maj, max(majorant_fine[j], majorant_fine[j + 1]))
-        t = t_in
+        sx = px + t_in * dx
+        sy = py + t_in * dy
+        sz = pz + t_in * dz
+        end = t_out - t_in
+        _dda_start(sx, sy, sz, dx, dy, dz, ras_to_ijk, bsize, nbi, nbj, nbk, blk, tnext, dtb, stepb)
+        sigma = max(_block_sigma(block_max, blk, nbi, nbj, mu_a, n_materials, use_fractions),
+                    _block_sigma(block_max, blk, nbi, nbj, mu_b, n_materials, use_fractions))
+        t = 0.0
         while True:
-            t += -math.log(uniform(state, buffer)) / maj
-            if t >= t_out:
+            t_end = min(min(tnext[0], tnext[1]), min(tnext[2], end))
+            t_try = t - math.log(uniform(state, buffer)) / sigma if sigma > 0.0 else 1e300
+            if t_try < t_end:
+                t = t_try
+                qx = sx + t * dx
+                qy = sy + t * dy
+                qz = sz + t * dz
+                mu1, rho, voxel = _voxel_mu_in_block(qx, qy, qz, ras_to_ijk, ni, nj, nk, blk, bsize, density,
+                                                     labels, fractions, use_fractions, mixture, mu_a)
+                mu2, rho, voxel = _voxel_mu_in_block(qx, qy, qz, ras_to_ijk, ni, nj, nk, blk, bsize, density,
+                                                     labels, fractions, use_fractions, mixture, mu_b)
+                value *= 1.0 - mu1 / sigma
+                value2 *= 1.0 - mu2 / sigma
+                if value <= 1e-12 and value2 <= 1e-12:
+                    return 0.0, 0.0
+                continue
+            t = t_end   # the exponential is memoryless: sampling restarts at the block face
+            if t >= end or not _dda_advance(blk, tnext, dtb, stepb, nbi, nbj, nbk):
                 break
-            qx = px + t * dx
-            qy = py + t * dy
-            qz = pz + t * dz
-            mu, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels, fractions,
-                                       use_fractions, mixture, mu_fine, mu_src, energy, exact, src_bin, e0, inv_de,
-                                       n_e)
-            mu2, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels, fractions,
-                                        use_fractions, mixture, mu_fine, mu_src, energy2, False, src_bin, e0,
-                                        inv_de, n_e)
-            value *= 1.0 - mu / maj
-            value2 *= 1.0 - mu2 / maj
-            if value <= 1e-12 and value2 <= 1e-12:
-                return 0.0, 0.0
+            sigma = max(_block_sigma(block_max, blk, nbi, nbj, mu_a, n_materials, use_fractions),
+                        _block_sigma(block_max, blk, nbi, nbj, mu_b, n_materials, use_fractions))
     length = (dist - inside) * air_density * 0.1
-    mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de, n_e)
-    mu_air2 = _mu_material(mu_fine, mu_src, n_materials, energy2, False, src_bin, e0, inv_de, n_e)
-    return value * math.exp(-mu_air * length), value2 * math.exp(-mu_air2 * length)
+    return value * math.exp(-mu_a[n_materials] * length), value2 * math.exp(-mu_b[n_materials] * length)
 
 
 @njit(cache=True)
@@ -362,7 +426,7 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
               # volume
               density, labels, fractions, use_fractions, nk, nj, ni, ras_to_ijk,
               # materials: rows 0..M-1 voxel materials, row M world air
-              e0, inv_de, mu_fine, majorant_fine, src_energy, src_cdf, mu_src, majorant_src, air_density,
+              e0, inv_de, mu_fine, src_energy, src_cdf, mu_src, block_max, bsize, nbi, nbj, nbk, air_density,
               y_grid, f2, f2_cumulative, x_grid, s_fn, s_inf, hc, rest_kev,
               # source and detector
               source, det_origin, det_u, det_v, det_normal, width, height, beam_window, cos_max,
@@ -377,7 +441,9 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
     tallies[chunk] and book[chunk].
 
     mu_fine (M+1, 3, n_e) and mu_src (M+1, 3, B): photo, coherent, incoherent mu/rho (cm2/g).
-    majorant_* (1/mm). tallies (n_chunks, N_TALLIES, H_t, W_t) int64, book (n_chunks, N_BOOK) int64.
+    block_max (blocks, M): per block of bsize^3 voxels (nbi x nbj x nbk blocks, i fastest) the largest density of
+    each material (density x fraction for soft fractions): the local majorants of delta and ratio tracking.
+    tallies (n_chunks, N_TALLIES, H_t, W_t) int64, book (n_chunks, N_BOOK) int64.
     beam_window (col_min, col_max, row_min, row_max): the collimated field, in detector pixel coordinates;
     cos_max: the largest cos(theta) inside it.
 
@@ -403,6 +469,12 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
     state = np.zeros(6, dtype=np.uint64)
     buffer = np.zeros(4)
     mixture = np.zeros(n_materials + 1)
+    mu_now = np.zeros(n_materials + 1)      # total mu/rho of every material row at the photon's energy
+    mu_scat = np.zeros(n_materials + 1)     # ... at a forced-detection Compton energy
+    blk = np.zeros(3, dtype=np.int64)
+    tnext = np.zeros(3)
+    dtb = np.zeros(3)
+    stepb = np.zeros(3, dtype=np.int64)
     begin = first_photon + (n_photons * chunk) // n_chunks
     end = first_photon + (n_photons * (chunk + 1)) // n_chunks
     for photon in range(begin, end):
@@ -442,45 +514,47 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
         n_compton = 0
         n_rayleigh = 0
         exact = True   # energy is still a source bin energy (use the exact per-bin tables)
+        _fill_mu(mu_now, mu_fine, mu_src, energy, exact, src_bin, e0, inv_de, n_e)
         while True:
             t_in, t_out = _box_span(px, py, pz, dx, dy, dz, ras_to_ijk, ni, nj, nk)
             inside = t_in <= 0.0 < t_out
             interact = False
             material = n_materials
             if inside:
-                if exact:
-                    maj = majorant_src[src_bin]
-                else:
-                    x = (energy - e0) * inv_de
-                    j = min(max(int(math.floor(x)), 0), n_e - 2)
-                    maj = max(majorant_fine[j], majorant_fine[j + 1])
-                travelled = 0.0
+                _dda_start(px, py, pz, dx, dy, dz, ras_to_ijk, bsize, nbi, nbj, nbk, blk, tnext, dtb, stepb)
+                sigma = _block_sigma(block_max, blk, nbi, nbj, mu_now, n_materials, use_fractions)
+                t = 0.0
                 while True:
-                    step = -math.log(uniform(state, buffer)) / maj
-                    if travelled + step >= t_out:
+                    t_end = min(min(tnext[0], tnext[1]), min(tnext[2], t_out))
+                    t_try = t - math.log(uniform(state, buffer)) / sigma if sigma > 0.0 else 1e300
+                    if t_try < t_end:
+                        t = t_try
+                        qx = px + t * dx
+                        qy = py + t * dy
+                        qz = pz + t * dz
+                        mu_voxel, rho, voxel = _voxel_mu_in_block(qx, qy, qz, ras_to_ijk, ni, nj, nk, blk, bsize,
+                                                                  density, labels, fractions, use_fractions,
+                                                                  mixture, mu_now)
+                        if uniform(state, buffer) * sigma < mu_voxel:
+                            interact = True
+                            px, py, pz = qx, qy, qz
+                            if use_fractions:
+                                pick = uniform(state, buffer) * mu_voxel / (rho * 0.1)
+                                material = n_materials - 1
+                                for m in range(n_materials):
+                                    pick -= mixture[m]
+                                    if pick <= 0.0:
+                                        material = m
+                                        break
+                            else:
+                                material = labels[voxel]
+                            break
+                        book[chunk, B_VIRTUAL] += 1
+                        continue
+                    t = t_end   # memoryless: sampling restarts at the block face with the next block's majorant
+                    if t >= t_out or not _dda_advance(blk, tnext, dtb, stepb, nbi, nbj, nbk):
                         break
-                    travelled += step
-                    qx = px + travelled * dx
-                    qy = py + travelled * dy
-                    qz = pz + travelled * dz
-                    mu_voxel, rho, voxel = _voxel_mu(qx, qy, qz, ras_to_ijk, ni, nj, nk, density, labels,
-                                                     fractions, use_fractions, mixture, mu_fine, mu_src, energy,
-                                                     exact, src_bin, e0, inv_de, n_e)
-                    if uniform(state, buffer) * maj < mu_voxel:
-                        interact = True
-                        px, py, pz = qx, qy, qz
-                        if use_fractions:
-                            pick = uniform(state, buffer) * mu_voxel / (rho * 0.1)
-                            material = n_materials - 1
-                            for m in range(n_materials):
-                                pick -= mixture[m]
-                                if pick <= 0.0:
-                                    material = m
-                                    break
-                        else:
-                            material = labels[voxel]
-                        break
-                    book[chunk, B_VIRTUAL] += 1
+                    sigma = _block_sigma(block_max, blk, nbi, nbj, mu_now, n_materials, use_fractions)
                 if not interact:
                     px += (t_out + _EPS_MM) * dx
                     py += (t_out + _EPS_MM) * dy
@@ -501,8 +575,7 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                 b = ox * dx + oy * dy + oz * dz
                 cc = ox * ox + oy * oy + oz * oz - world_radius * world_radius
                 t_world = -b + math.sqrt(max(0.0, b * b - cc))
-                mu_air = _mu_material(mu_fine, mu_src, n_materials, energy, exact, src_bin, e0, inv_de,
-                                      n_e) * air_density * 0.1
+                mu_air = mu_now[n_materials] * air_density * 0.1
                 step = -math.log(uniform(state, buffer)) / mu_air
                 t_next = min(t_box, min(t_det, t_world))
                 if step < t_next:
@@ -599,10 +672,11 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                         alpha = energy / rest_kev
                         p = 1.0 / (1.0 + alpha * (1.0 - cos_t))
                         scattered = energy * p       # the Compton energy toward this point
-                        trans, trans_c = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, energy, exact,
-                                                       src_bin, scattered, ras_to_ijk, ni, nj, nk, density, labels,
-                                                       fractions, use_fractions, mixture, mu_fine, mu_src,
-                                                       majorant_fine, majorant_src, e0, inv_de, n_e, air_density)
+                        _fill_mu(mu_scat, mu_fine, mu_src, scattered, False, src_bin, e0, inv_de, n_e)
+                        trans, trans_c = _transmission(state, buffer, px, py, pz, wx, wy, wz, dist, mu_now, mu_scat,
+                                                       ras_to_ijk, ni, nj, nk, density, labels, fractions,
+                                                       use_fractions, mixture, block_max, bsize, nbi, nbj, nbk,
+                                                       blk, tnext, dtb, stepb, air_density)
                         if exact:
                             mu_t = det_mu_t_src[src_bin]
                         else:
@@ -643,6 +717,7 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
                 book[chunk, B_COMPTON_E] += before - after
                 energy = new_energy
                 exact = False
+                _fill_mu(mu_now, mu_fine, mu_src, energy, exact, src_bin, e0, inv_de, n_e)
                 n_compton += 1
                 book[chunk, B_COMPTON] += 1
             dx, dy, dz = _rotate(dx, dy, dz, cos_t, 2.0 * math.pi * uniform(state, buffer))

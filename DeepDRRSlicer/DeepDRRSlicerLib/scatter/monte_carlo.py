@@ -44,6 +44,7 @@ DEFAULT_PHOTONS = 1_000_000
 DEFAULT_SMOOTHING_MM = 6.0
 DEFAULT_TALLY_PIXEL_MM = 2.0
 ENERGY_STEP_KEV = 0.1
+BLOCK_SIZE = 8          # voxels per side of the blocks that carry local majorants
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,25 @@ class ScatterResult:
                 "seconds": round(self.seconds, 4), "photons_per_second": round(self.photons_per_second, 1),
                 "smoothing_mm": self.settings.smoothing_mm, "tally_block_pixels": self.tally_block,
                 "photons_per_mAs_emitted": self.photons_per_mAs, "bookkeeping": self.bookkeeping}
+
+
+def _block_maxima(materials: MaterialVolume, block: int):
+    """(blocks, M) float64: the largest density of each material in each block of block^3 voxels (density x
+    fraction for soft fractions), blocks ordered i fastest; and (nbi, nbj, nbk)."""
+    density = materials.density
+    nk, nj, ni = density.shape
+    nbk, nbj, nbi = -(-nk // block), -(-nj // block), -(-ni // block)
+    names = materials.names
+    out = np.zeros((nbk, nbj, nbi, len(names)))
+    padded = np.zeros((nbk * block, nbj * block, nbi * block), dtype=np.float32)
+    for m in range(len(names)):
+        if materials.fractions is None:
+            values = np.where(materials.labels == m, density, np.float32(0.0))
+        else:
+            values = density * materials.fractions[m]
+        padded[:nk, :nj, :ni] = values
+        out[..., m] = padded.reshape(nbk, block, nbj, block, nbi, block).max(axis=(1, 3, 5))
+    return np.ascontiguousarray(out.reshape(-1, len(names))), (nbi, nbj, nbk)
 
 
 def _window_solid_angle(geometry: DetectorGeometry, window, samples: int = 512) -> float:
@@ -176,21 +196,8 @@ class ScatterTransport:
         cdf[-1] = 1.0
         self.src_cdf = cdf
         self.src_fluence_total = float(fluence.sum())   # photons per mAs per mm2 at 1 m
-        # Majorants (1/mm): densest voxel of each material times its mu (hard labels), or
-        # densest voxel times the largest mu (soft fractions).
-        density = materials.density
-        if materials.fractions is None:
-            max_density = np.array([float(density[materials.labels == k].max()) if np.any(materials.labels == k)
-                                    else 0.0 for k in range(m)])
-            maj_fine = np.max(max_density[:, None] * self.mu_fine[:m].sum(axis=1), axis=0)
-            maj_src = np.max(max_density[:, None] * self.mu_src[:m].sum(axis=1), axis=0)
-        else:
-            top_density = float(density.max())
-            maj_fine = top_density * self.mu_fine[:m].sum(axis=1).max(axis=0)
-            maj_src = top_density * self.mu_src[:m].sum(axis=1).max(axis=0)
-        safety = 1.0 + 1e-6
-        self.majorant_fine = np.ascontiguousarray(np.maximum(maj_fine, 1e-12) * 0.1 * safety)
-        self.majorant_src = np.ascontiguousarray(np.maximum(maj_src, 1e-12) * 0.1 * safety)
+        self.block_size = BLOCK_SIZE
+        self.block_max, self.blocks = _block_maxima(materials, BLOCK_SIZE)
         x = data[0].x
         if not _quadratic_grid_ok(x):
             raise RuntimeError("the interaction table's momentum-transfer grid is not quadratic")
@@ -211,7 +218,7 @@ class ScatterTransport:
         else:
             self.det_mu_t_fine = np.full(self.fine_energies.size, 1e3)
             self.det_mu_t_src = np.full(src.size, 1e3)
-        self.density = np.ascontiguousarray(density.ravel(), dtype=np.float32)
+        self.density = np.ascontiguousarray(materials.density.ravel(), dtype=np.float32)
         self.labels = np.ascontiguousarray(materials.labels.ravel(), dtype=np.uint8)
         if materials.fractions is not None:
             self.fractions = np.ascontiguousarray(materials.fractions.reshape(m, -1), dtype=np.float32)
@@ -259,8 +266,8 @@ class ScatterTransport:
                 done, count, n_chunks, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF,
                 self.density, self.labels, self.fractions, self.use_fractions,
                 *self.materials.density.shape, self.ras_to_ijk,
-                self.e0, 1.0 / ENERGY_STEP_KEV, self.mu_fine, self.majorant_fine, self.src_energy, self.src_cdf,
-                self.mu_src, self.majorant_src, self.air_density,
+                self.e0, 1.0 / ENERGY_STEP_KEV, self.mu_fine, self.src_energy, self.src_cdf, self.mu_src,
+                self.block_max, self.block_size, *self.blocks, self.air_density,
                 self.y_grid, self.f2, self.f2_cumulative, self.x_grid, self.s_fn, self.s_inf, HC_KEV_ANGSTROM,
                 ELECTRON_REST_KEV,
                 np.ascontiguousarray(geometry.source), np.ascontiguousarray(geometry.detector_origin),
