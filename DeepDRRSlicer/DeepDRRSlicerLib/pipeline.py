@@ -35,7 +35,7 @@ from .errors import InputError, as_number, describe
 from .geometry import CArm, DetectorGeometry, rays_cross_box
 from .landmarks import ProjectedLandmark, project_landmarks
 from .materials import THRESHOLD_MATERIALS, MaterialVolume, decompose
-from .memory import MemoryContext, estimate_memory, warn_if_large
+from .memory import MemoryContext, MemoryItem, estimate_memory, register_memory_term, warn_if_large
 from .noise import EXPOSURE_PRESETS, add_noise, final_image, validate_mas
 from .primary import PrimaryModel
 from .projector import ALGORITHMS, DEVICES, numba_status, project
@@ -455,6 +455,28 @@ def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSet
     return Simulator(volume, settings).render(geometry, landmarks=landmarks, progress=progress)
 
 
+def _detector_stage_memory(c: MemoryContext) -> list:
+    """Memory of the stages after the projector, per detector pixel, when the context lists the stages
+    (``render_memory_context`` does): spectral sums and flat field (float64, three moments each), pixel
+    geometry, air paths and keV images are held; with scatter or noise their full-resolution images too;
+    noise and pixel-geometry temporaries are transient. Measured: 293 bytes per pixel in all, every
+    stage, 2048^2 (Testing/Python/test_memory.py)."""
+    stages = set(c.stage_names)
+    if c.mode != "polychromatic" or "primary" not in stages:
+        return []
+    p = c.pixels
+    items = [MemoryItem("spectral sums, flat field, pixel geometry (float64)", 112 * p)]
+    if stages & {"scatter", "total", "noisy", "final"}:
+        items.append(MemoryItem("scatter, noise and final images", 64 * p))
+        items.append(MemoryItem("noise and pixel geometry working memory (temporary)", 130 * p, held=False))
+    else:
+        items.append(MemoryItem("pixel geometry working memory (temporary)", 60 * p, held=False))
+    return items
+
+
+register_memory_term(_detector_stage_memory)
+
+
 def render_memory_context(volume: Volume, settings: SimulationSettings, detector_shape, *, materials=None,
                           primary_model=None, materials_ready: bool | None = None, writing: bool = False,
                           landmarks: bool = False) -> MemoryContext:
@@ -468,7 +490,16 @@ def render_memory_context(volume: Volume, settings: SimulationSettings, detector
         soft_fractions=materials is not None and materials.fractions is not None,
         materials_ready=materials is not None if materials_ready is None else materials_ready,
         packed_ready=materials is not None and "_packed" in materials.__dict__,
-        writing=writing, landmarks=landmarks)
+        stage_names=_stage_names(settings, n_materials), writing=writing, landmarks=landmarks)
+
+
+def _stage_names(settings: SimulationSettings, n_materials: int) -> tuple:
+    materials = tuple(f"line_integral_{m}" for m in range(n_materials))
+    if settings.mode != "polychromatic":
+        return ("line_integral",) + materials
+    stages = tuple(settings.stages) if not isinstance(settings.stages, str) else tuple(settings.stages.split(","))
+    extras = ("spr", "scatter_relative_error") if {"scatter", "total"} & set(stages) else ()
+    return ("primary",) + tuple(s for s in stages if s != "primary") + extras + materials
 
 
 @functools.lru_cache(maxsize=1)
