@@ -353,7 +353,7 @@ class DeepDRRLogic:
     def _choose_display_stage(stages: tuple, wanted: str | None) -> str:
         if wanted in stages:
             return wanted
-        for fallback in ("final", "primary", "line_integral"):
+        for fallback in ("primary", "final", "line_integral"):   # the panel's default stage first
             if fallback in stages:
                 return fallback
         return stages[0]
