@@ -152,7 +152,7 @@ class DeepDRRSlicerParameterNode:
     smoothInterpolation: bool = False
     mas: Annotated[float, WithinRange(0.001, 100.0)] = 0.05
     detectorThickness: Annotated[float, WithinRange(0.1, 2.0)] = 0.6
-    scatterPhotons: Annotated[int, WithinRange(10000, 100000000)] = 100000
+    scatterPhotons: Annotated[int, WithinRange(10000, 100000000)] = 200000
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
     grid: bool = False
     stage: FluoroStage = FluoroStage.PRIMARY

@@ -49,10 +49,10 @@ DEFAULT_FILTRATION = {"Al": 3.3}
 #: The stages a user chooses from (``--stages``); line integrals are always computed.
 STAGES = ("primary", "scatter", "total", "noisy", "final")
 DEFAULT_STAGES = STAGES
-# Monte Carlo photons per image unless set: 1e5 gives ~6-8 % (1 sigma) per smoothed scatter pixel on the
+# Monte Carlo photons per image unless set: 2e5 gives ~3 % (1 sigma) per smoothed scatter pixel on the
 # bundled CT. DEEPDRR_SCATTER_PHOTONS overrides the default everywhere (CLI, API, Slicer), e.g. for CI.
-DEFAULT_SCATTER_PHOTONS = int(os.environ.get("DEEPDRR_SCATTER_PHOTONS", "100000"))
-DEFAULT_SCATTER_SMOOTHING_MM = 8.0
+DEFAULT_SCATTER_PHOTONS = int(os.environ.get("DEEPDRR_SCATTER_PHOTONS", "200000"))
+DEFAULT_SCATTER_SMOOTHING_MM = 15.0
 
 
 @dataclass
