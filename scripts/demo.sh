@@ -14,9 +14,11 @@ ct="Resources/SampleData/pelvis_ct_3mm.nii.gz"
 landmarks="Resources/SampleData/pelvis_ct_3mm_landmarks.mrk.json"
 out="out/demo"
 
-# AP view centred on the landmarks; SOD 800 mm (patient near the detector) fits the whole pelvis
-# on the 30 cm detector. Trilinear interpolation hides the 3 mm voxel grid of this CT.
-args=(simulate --ct "$ct" --out "$out" --sod 800 --algorithm trilinear)
+# AP view of the whole bony pelvis (iliac wings, femoral heads, pubic symphysis) on an angiography
+# C-arm's 40 x 30 cm panel at its usual distances. The isocentre (RAS mm) sits 3 cm above the
+# landmarks' centroid, so that no ray leaves through the CT's last slice (it ends just below the
+# pubic symphysis) or its cut flanks: the image has no truncated pixels (see truncation.png).
+args=(simulate --ct "$ct" --out "$out" --detector angio-30x40 --isocenter -3 164 205)
 if [ -f "$landmarks" ]; then
   args+=(--landmarks "$landmarks")
 fi

@@ -41,8 +41,10 @@ POSES = {
     "lateral": (90.0, 0.0, "lateral (alpha 90, LAO)"),
     "oblique": (30.0, 15.0, "oblique (alpha 30 LAO, beta 15 cranial)"),
 }
-#: Like the demo: the patient near the detector, so the whole pelvis fits on the 30 cm panel.
-SOD_MM = 800.0
+#: Like the demo (scripts/demo.sh): the angiography preset's 40 x 30 cm panel at its usual distances, the
+#: isocentre 3 cm above the landmarks' centroid, so the whole bony pelvis is in view and no pixel is truncated.
+DETECTOR = "angio-30x40"
+ISOCENTER_RAS = (-3.0, 164.0, 205.0)
 #: Camera of the 3D view for each pose: direction from the scene's centre (RAS), left-anterior-above.
 CAMERA = {"ap": (-0.55, 1.0, 0.45), "lateral": (-1.0, 0.45, 0.45), "oblique": (-0.8, 1.0, 0.5)}
 
@@ -81,9 +83,8 @@ def make_screenshots(out_dir: Path, pixels: int, view_px: int) -> list[Path]:
     from mrml_helpers import read_ct, read_landmarks
     from slicer_views import FluoroLayout
 
-    from DeepDRRSlicerLib.geometry import DETECTOR_SIDE_MM, CArm
+    from DeepDRRSlicerLib.geometry import DETECTOR_PRESETS, CArm
     from DeepDRRSlicerLib.mrml import layout
-    from DeepDRRSlicerLib.mrml.landmark_nodes import landmarks_from_node
     from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
     from DeepDRRSlicerLib.mrml.stages import stage_title
     from DeepDRRSlicerLib.pipeline import SimulationSettings
@@ -94,8 +95,9 @@ def make_screenshots(out_dir: Path, pixels: int, view_px: int) -> list[Path]:
     ct = read_ct(scene, "pelvis_ct_3mm")
     ct.CreateDefaultDisplayNodes()
     landmarks = read_landmarks(scene, "pelvis landmarks")
-    logic = DeepDRRLogic(scene, settings=SimulationSettings(algorithm="trilinear"))
-    isocenter = tuple(np.mean([p.position_ras for p in landmarks_from_node(landmarks)], axis=0))
+    logic = DeepDRRLogic(scene, settings=SimulationSettings())   # the default settings and projector
+    preset = DETECTOR_PRESETS[DETECTOR]
+    width, height, spacing = preset.sampled(pixels)
     views.app.show_volume_rendering(ct)
     views.three_d.view_node.SetBoxVisible(False)
     views.three_d.view_node.SetAxisLabelsVisible(False)
@@ -103,8 +105,8 @@ def make_screenshots(out_dir: Path, pixels: int, view_px: int) -> list[Path]:
     written = []
     for name, (alpha, beta, title) in POSES.items():
         started = time.perf_counter()
-        carm = CArm(alpha_deg=alpha, beta_deg=beta, sod_mm=SOD_MM, isocenter_ras=isocenter, width=pixels,
-                    height=pixels, pixel_spacing_mm=DETECTOR_SIDE_MM / pixels)
+        carm = CArm(alpha_deg=alpha, beta_deg=beta, sid_mm=preset.sid_mm, sod_mm=preset.sod_mm,
+                    isocenter_ras=ISOCENTER_RAS, width=width, height=height, pixel_spacing_mm=spacing)
         output = logic.simulate(ct, carm, landmarks)
         views.fit()
         views.fluoro.render()   # updates the image drawn on the detector plane in 3D
@@ -140,7 +142,7 @@ def make_screenshots(out_dir: Path, pixels: int, view_px: int) -> list[Path]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "Resources" / "Screenshots", help="output folder")
-    parser.add_argument("--pixels", type=int, default=384, help="detector pixels per side")
+    parser.add_argument("--pixels", type=int, default=384, help="detector pixels along the panel's longer side")
     parser.add_argument("--view-size", type=int, default=512, help="height of each view in screen pixels")
     args = parser.parse_args(argv)
     make_screenshots(args.out, args.pixels, args.view_size)

@@ -13,9 +13,10 @@ import numpy as np
 
 from .errors import InputError, SimulationCancelled
 from .detector import AntiScatterGrid, Detector
-from .geometry import DETECTOR_SIDE_MM, CArm, DetectorGeometry, DEFAULT_SID_MM, DEFAULT_SOD_MM
+from .geometry import DEFAULT_DETECTOR, DETECTOR_PRESETS, CArm, DetectorGeometry, detector_preset
 from .noise import EXPOSURE_PRESETS
 from .pipeline import DEFAULT_SCATTER_PHOTONS, DEFAULT_SCATTER_SMOOTHING_MM, STAGES
+from .projector import ALGORITHMS, DEFAULT_ALGORITHM
 
 EXIT_INPUT_ERROR = 2
 EXIT_CANCELLED = 130
@@ -41,14 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     pose.add_argument("--geometry", type=Path, help="geometry JSON (source, detector_origin, u, v, width, height)")
     pose.add_argument("--alpha", type=float, help="orbital angle in degrees, LAO positive (default 0)")
     pose.add_argument("--beta", type=float, help="angulation in degrees, cranial positive (default 0)")
-    pose.add_argument("--sid", type=float, help=f"source-to-detector distance in mm (default {DEFAULT_SID_MM:g})")
-    pose.add_argument("--sod", type=float, help=f"source-to-isocentre distance in mm (default {DEFAULT_SOD_MM:g})")
+    pose.add_argument("--detector", choices=list(DETECTOR_PRESETS),
+                      help=f"detector preset: its panel size and typical SID/SOD (default {DEFAULT_DETECTOR}; "
+                           "see the README)")
+    pose.add_argument("--sid", type=float, help="source-to-detector distance in mm (default: the preset's)")
+    pose.add_argument("--sod", type=float, help="source-to-isocentre distance in mm (default: the preset's)")
     pose.add_argument("--isocenter", type=float, nargs=3, metavar=("R", "A", "S"),
                       help="isocentre in RAS mm (default: centroid of the landmarks if given, else centre of the CT)")
     pose.add_argument("--size", type=int, nargs=2, metavar=("W", "H"),
-                      help="detector pixels (default 512 512; ignored with --geometry)")
+                      help="detector pixels (default: the preset's panel at 512 pixels along its longer side; "
+                           "ignored with --geometry)")
     pose.add_argument("--pixel-spacing", type=float, metavar="MM",
-                      help=f"detector pixel spacing in mm (default: the {DETECTOR_SIDE_MM:.0f} mm detector over W pixels)")
+                      help="detector pixel spacing in mm (default: the largest that fits W x H pixels on the panel)")
     physics = sim.add_argument_group("physics")
     physics.add_argument("--kvp", type=float, default=90.0, help="tube voltage, 40-150 kV (default 90)")
     physics.add_argument("--filtration", default="Al=3.3",
@@ -60,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="polychromatic primary image, or the density line integral only")
     physics.add_argument("--device", choices=["auto", "cpu"], default="auto",
                          help="auto: CUDA when available, else CPU (the summary says which ran)")
-    physics.add_argument("--algorithm", choices=["siddon", "trilinear"], default="siddon",
-                         help="ray casting: exact voxel path lengths (default) or trilinear ray march")
+    physics.add_argument("--algorithm", choices=list(ALGORITHMS), default=DEFAULT_ALGORITHM,
+                         help="ray casting: joseph (default: smooth trilinear model, one sample per voxel slice), "
+                              "siddon (exact paths through blocky voxels) or trilinear (fixed-step march)")
     stages = sim.add_argument_group("stages, exposure and detector")
     stages.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated stages to compute and write, among {', '.join(STAGES)} "
@@ -133,17 +139,23 @@ def package_version() -> str:
 
 
 def _geometry(args, volume, landmarks) -> DetectorGeometry:
-    carm_options = [args.alpha, args.beta, args.sid, args.sod, args.isocenter]
+    carm_options = [args.alpha, args.beta, args.sid, args.sod, args.isocenter, args.detector]
     if args.geometry is not None:
         if any(option is not None for option in carm_options):
-            raise InputError("--geometry was given together with C-arm options (--alpha/--beta/--sid/--sod/--isocenter).",
+            raise InputError("--geometry was given together with C-arm options "
+                             "(--alpha/--beta/--sid/--sod/--isocenter/--detector).",
                              "Give either a geometry file or C-arm parameters, not both.")
         return DetectorGeometry.load(args.geometry)
-    width, height = args.size if args.size else (512, 512)
-    if width < 1 or height < 1:
-        raise InputError(f"Detector size {width} x {height} pixels has zero size.",
-                         "Give --size W H with both at least 1 (e.g. --size 512 512).")
-    spacing = args.pixel_spacing if args.pixel_spacing is not None else DETECTOR_SIDE_MM / max(width, height)
+    preset = detector_preset(args.detector or DEFAULT_DETECTOR)
+    width, height, spacing = preset.sampled(512)
+    if args.size:
+        width, height = args.size
+        if width < 1 or height < 1:
+            raise InputError(f"Detector size {width} x {height} pixels has zero size.",
+                             "Give --size W H with both at least 1 (e.g. --size 512 512).")
+        spacing = min(preset.width_mm / width, preset.height_mm / height)
+    if args.pixel_spacing is not None:
+        spacing = args.pixel_spacing
     if args.isocenter:
         isocenter = tuple(args.isocenter)
     elif landmarks:
@@ -151,8 +163,8 @@ def _geometry(args, volume, landmarks) -> DetectorGeometry:
     else:
         isocenter = tuple(volume.center_ras())
     return CArm(alpha_deg=args.alpha or 0.0, beta_deg=args.beta or 0.0,
-                sid_mm=args.sid if args.sid is not None else DEFAULT_SID_MM,
-                sod_mm=args.sod if args.sod is not None else DEFAULT_SOD_MM,
+                sid_mm=args.sid if args.sid is not None else preset.sid_mm,
+                sod_mm=args.sod if args.sod is not None else preset.sod_mm,
                 isocenter_ras=isocenter, width=width, height=height, pixel_spacing_mm=spacing).geometry()
 
 

@@ -37,6 +37,63 @@ NATIVE_DETECTOR_PIXELS = 1536
 NATIVE_PIXEL_SPACING_MM = 0.194
 DETECTOR_SIDE_MM = NATIVE_DETECTOR_PIXELS * NATIVE_PIXEL_SPACING_MM
 
+
+
+@dataclass(frozen=True)
+class DetectorPreset:
+    """A flat-panel detector (native pixel grid) and the distances it typically works at."""
+
+    description: str
+    columns: int          # native pixels along a row (u)
+    rows: int             # native pixels down a column (v)
+    pixel_mm: float       # native pixel pitch
+    sid_mm: float
+    sod_mm: float
+
+    @property
+    def width_mm(self) -> float:
+        return self.columns * self.pixel_mm
+
+    @property
+    def height_mm(self) -> float:
+        return self.rows * self.pixel_mm
+
+    def sampled(self, longest_side: int = 512) -> tuple[int, int, float]:
+        """(width, height, pixel spacing mm): the whole panel binned to square pixels, at most
+        ``longest_side`` pixels along its longer side."""
+        longest_side = _pixel_count(longest_side, "size")
+        if longest_side >= max(self.columns, self.rows):
+            return self.columns, self.rows, self.pixel_mm
+        spacing = max(self.width_mm, self.height_mm) / longest_side
+        return (max(1, round(self.width_mm / spacing)), max(1, round(self.height_mm / spacing)), spacing)
+
+
+# Named detectors (--detector). The distances are typical, not a particular installation's.
+DETECTOR_PRESETS = {
+    "mobile-carm-30": DetectorPreset(
+        "mobile C-arm, 30 x 30 cm flat panel, 1536 x 1536 pixels of 0.194 mm (Siemens Cios Spin-like, "
+        "DeepDRR's MobileCArm), SID 1020 mm, source to isocentre 530 mm",
+        NATIVE_DETECTOR_PIXELS, NATIVE_DETECTOR_PIXELS, NATIVE_PIXEL_SPACING_MM, DEFAULT_SID_MM, DEFAULT_SOD_MM),
+    "angio-30x40": DetectorPreset(
+        "fixed angiography C-arm, 40 x 30 cm flat panel (48 cm diagonal), 2480 x 1920 pixels of 0.154 mm "
+        "(Siemens Artis-like), SID 1200 mm, source to isocentre 785 mm",
+        2480, 1920, 0.154, 1200.0, 785.0),
+    "radiography-43": DetectorPreset(
+        "radiography, 43 x 43 cm flat panel, 3072 x 3072 pixels of 0.139 mm, SID 1000 mm (table), "
+        "patient centre 150 mm above the panel (source to patient centre 850 mm)",
+        3072, 3072, 0.139, 1000.0, 850.0),
+}
+DEFAULT_DETECTOR = "mobile-carm-30"
+
+
+def detector_preset(name: str) -> DetectorPreset:
+    try:
+        return DETECTOR_PRESETS[name]
+    except KeyError:
+        raise InputError(f"Unknown detector preset {name!r}.",
+                         f"Use one of: {', '.join(DETECTOR_PRESETS)}.") from None
+
+
 # The AP frame (alpha = beta = 0), in RAS: the beam travels posterior -> anterior,
 # columns run toward the patient's left, rows run toward the feet.
 AP_BEAM_DIRECTION = np.array([0.0, 1.0, 0.0])

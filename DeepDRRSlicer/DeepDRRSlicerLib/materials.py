@@ -47,6 +47,9 @@ class MaterialVolume:
                              "Check the density map; no material is denser than 22.6 g/cm3.")
         if len(self.names) > 255:
             raise InputError("More than 255 materials.", "Merge materials.")
+        if self.labels.size and int(self.labels.max()) >= len(self.names):
+            raise InputError(f"Material labels go up to {int(self.labels.max())} but only {len(self.names)} "
+                             "material names were given.", "Give one material name per label value, starting at 0.")
         if self.fractions is not None and self.fractions.shape != (len(self.names), *self.density.shape):
             raise InputError(f"Material fractions {self.fractions.shape} do not match {len(self.names)} materials "
                              f"on the density grid {self.density.shape}.",
@@ -78,14 +81,14 @@ class MaterialVolume:
         return (self.labels[None] == np.arange(len(self.names), dtype=np.uint8)[:, None, None, None]).astype(np.float32)
 
     @cached_property
-    def _packed(self) -> np.ndarray:
-        from .projector_cpu import pack_materials
+    def _projector_layout(self):
+        from .projector_voxels import build_layout
 
-        return pack_materials(self.density, self.labels)
+        return build_layout(self)
 
-    def packed_for_cpu(self) -> np.ndarray:
-        """Label and density in one uint32 per voxel, built once per MaterialVolume."""
-        return self._packed
+    def projector_layout(self):
+        """The voxel layout the CPU projectors read (projector_voxels), built once per MaterialVolume."""
+        return self._projector_layout
 
     def mass_g(self) -> np.ndarray:
         """Mass of each material in grams."""

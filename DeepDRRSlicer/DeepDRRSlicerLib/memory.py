@@ -28,8 +28,8 @@ from .errors import InputError
 WARN_FRACTION = 0.5
 # The numpy fallback projector works on blocks of this many samples (projector_numpy._SAMPLES_PER_BLOCK),
 # with about this many bytes of temporaries per sample.
-_NUMPY_BLOCK_SAMPLES = 1_500_000
-_NUMPY_BYTES_PER_SAMPLE = 220
+_NUMPY_BLOCK_SAMPLES = 400_000
+_NUMPY_BYTES_PER_SAMPLE = 320
 
 
 class MemoryWarning(UserWarning):
@@ -56,7 +56,7 @@ class MemoryContext:
     soft_fractions: bool = False   # materials with per-voxel fractions [M, k, j, i]
     volume_loaded: bool = True     # the CT's float32 copy already exists (counts as held either way)
     materials_ready: bool = False  # decomposition already done (its arrays are held, no transient)
-    packed_ready: bool = False     # the projector's packed voxels already exist
+    packed_ready: bool = False     # the projector's voxel layout already exists
     stage_names: tuple = ()        # images the result will hold; default: primary/line_integral + per material
     writing: bool = False          # results are written to files (PNG windowing, overlay)
     landmarks: bool = False
@@ -137,11 +137,15 @@ def _volume_and_materials(c: MemoryContext) -> list:
         items.append(MemoryItem("material decomposition (temporary)", 12 * v, held=False))
         if c.soft_fractions:
             items.append(MemoryItem("material fractions", 4 * c.n_materials * v))
-    if c.kernel == "numba":
-        items.append(MemoryItem("packed voxels for the projector", 4 * v))
-        if not c.packed_ready:
-            # float64 density / quantum and its rounding, then four uint32 arrays
-            items.append(MemoryItem("packing voxels (temporary)", 16 * v, held=False))
+    # the projector's voxel layout (projector_voxels), one voxel of padding on every side, read by both
+    # kernels: packed labels (4 bytes) or per-material density channels (4 bytes per material)
+    padded = math.prod(int(n) + 2 for n in c.volume_shape)
+    layout = 4 * c.n_materials * padded if c.soft_fractions else 4 * padded
+    items.append(MemoryItem("voxel layout for the projector", layout))
+    if not c.packed_ready:
+        # padded density, labels and mixed-block flags, or one padded channel at a time
+        items.append(MemoryItem("building the voxel layout (temporary)", (8 if c.soft_fractions else 10) * padded,
+                                held=False))
     return items
 
 
@@ -163,7 +167,10 @@ def _projector(c: MemoryContext) -> list:
 def _stages_and_writing(c: MemoryContext) -> list:
     p = c.pixels
     stages = c.stages()
-    items = []
+    # the truncation mask (float32, kept in the result) and, while it is computed, a boolean mask and the
+    # ray arithmetic of one block of 65536 rays (truncation.py)
+    items = [MemoryItem("truncation mask (float32)", 4 * p),
+             MemoryItem("truncation mask rays (temporary)", p + 65536 * 400, held=False)]
     if c.mode != "polychromatic":
         items.append(MemoryItem("total line integral (float32)", 4 * p))
     if c.writing:

@@ -350,6 +350,7 @@ def write_result(result: SimulationResult, out_dir, parameters: dict | None = No
 
 def _write_files(result: SimulationResult, out: Path, parameters: dict | None) -> list[str]:
     from .landmarks import draw_overlay, write_landmarks_csv, write_landmarks_json
+    from .truncation import mark_on_preview
 
     written = []
     previews = {stage: display_image(stage, image) for stage, image in result.stages.items()}
@@ -357,6 +358,10 @@ def _write_files(result: SimulationResult, out: Path, parameters: dict | None) -
         np.save(out / f"{stage}.npy", np.ascontiguousarray(image, dtype=np.float32))
         save_png(out / f"{stage}.png", previews[stage])
         written += [f"{stage}.npy", f"{stage}.png"]
+    for name, mask in result.masks.items():   # 0/1 masks, e.g. truncation: marked pixels white
+        np.save(out / f"{name}.npy", np.ascontiguousarray(mask, dtype=np.float32))
+        save_png(out / f"{name}.png", np.where(mask > 0.5, 255, 0).astype(np.uint8))
+        written += [f"{name}.npy", f"{name}.png"]
     result.geometry.save(out / "geometry.json")
     written.append("geometry.json")
     if result.landmarks is not None:
@@ -364,7 +369,10 @@ def _write_files(result: SimulationResult, out: Path, parameters: dict | None) -
                           next(iter(result.stages)))
         write_landmarks_csv(result.landmarks, out / "landmarks.csv")
         write_landmarks_json(result.landmarks, result.geometry, out / "landmarks.json")
-        draw_overlay(previews[main_stage], result.landmarks, out / "overlay.png", title=main_stage)
+        base = previews[main_stage]
+        if "truncation" in result.masks:
+            base = mark_on_preview(base, result.masks["truncation"])
+        draw_overlay(base, result.landmarks, out / "overlay.png", title=main_stage)
         written += ["landmarks.csv", "landmarks.json", "overlay.png"]
     summary = result.summary()
     summary["parameters"] = parameters or {}

@@ -38,8 +38,9 @@ from .materials import THRESHOLD_MATERIALS, MaterialVolume, decompose
 from .memory import MemoryContext, MemoryItem, estimate_memory, register_memory_term, warn_if_large
 from .noise import EXPOSURE_PRESETS, add_noise, final_image, validate_mas
 from .primary import PrimaryModel
-from .projector import ALGORITHMS, DEVICES, numba_status, project
+from .projector import ALGORITHMS, DEFAULT_ALGORITHM, DEVICES, numba_status, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
+from .truncation import truncation_mask
 from .volume import Volume
 
 MODES = ("polychromatic", "line-integral")
@@ -62,7 +63,7 @@ class SimulationSettings:
     mode: str = "polychromatic"
     materials: str = "threshold"
     device: str = "auto"
-    algorithm: str = "siddon"
+    algorithm: str = DEFAULT_ALGORITHM
     stages: tuple = DEFAULT_STAGES
     mas: float = EXPOSURE_PRESETS["fluoroscopy"]         # per image
     seed: int = 0
@@ -165,6 +166,7 @@ class SimulationResult:
     warnings: list = field(default_factory=list)
     spectrum_summary: dict | None = None
     metrics: dict = field(default_factory=dict)      # SPR, photons per pixel, detector dose, scatter run
+    masks: dict = field(default_factory=dict)   # mask name -> (H, W) float32 0/1, e.g. "truncation"
 
     def summary(self) -> dict:
         return {
@@ -179,6 +181,7 @@ class SimulationResult:
             "warnings": list(self.warnings),
             "spectrum": self.spectrum_summary,
             "landmarks_visible": None if self.landmarks is None else int(sum(p.visible for p in self.landmarks)),
+            "masks": {name: {"fraction_of_pixels": float(mask.mean())} for name, mask in self.masks.items()},
         }
 
 
@@ -287,6 +290,13 @@ class Simulator:
             stages["line_integral"] = projection.total_line_integral
         for name, image in zip(projection.material_names, projection.line_integrals):
             stages[f"line_integral_{name}"] = image
+        start = time.perf_counter()
+        truncated = truncation_mask(self.materials, geometry)
+        timings["truncation"] = time.perf_counter() - start
+        if truncated.any():
+            notes.append(f"{100 * truncated.mean():.1f} % of the pixels are truncated: their rays cross tissue "
+                         "where the CT ends (the truncation mask, hatched on the overlay); move the isocentre "
+                         "or narrow the field to stay inside the scanned part")
         projected = None
         if landmarks is not None:
             start = time.perf_counter()
@@ -295,7 +305,8 @@ class Simulator:
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
                                 notes=notes, settings=self.settings, warnings=warnings,
-                                spectrum_summary=self.spectrum_summary, metrics=metrics)
+                                spectrum_summary=self.spectrum_summary, metrics=metrics,
+                                masks={"truncation": truncated})
 
     # ------------------------------------------------------------------ stages after the projector
     def _detector_stages(self, geometry, line_integrals, timings, notes, preview, scatter_progress):
@@ -489,7 +500,7 @@ def render_memory_context(volume: Volume, settings: SimulationSettings, detector
         n_energies=len(primary_model.energies_keV) if primary_model is not None else 300,
         soft_fractions=materials is not None and materials.fractions is not None,
         materials_ready=materials is not None if materials_ready is None else materials_ready,
-        packed_ready=materials is not None and "_packed" in materials.__dict__,
+        packed_ready=materials is not None and "_projector_layout" in materials.__dict__,
         stage_names=_stage_names(settings, n_materials), writing=writing, landmarks=landmarks)
 
 

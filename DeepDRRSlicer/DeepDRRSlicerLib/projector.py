@@ -21,7 +21,10 @@ from .volume import point_in_voxel_box
 if TYPE_CHECKING:
     from .primary import PrimaryModel
 
-ALGORITHMS = ("siddon", "trilinear")
+# joseph: the default (smooth, accurate, fastest; see README "Projector" and benchmarks/);
+# siddon: exact paths through the nearest-voxel model; trilinear: fixed-step march (DeepDRR's).
+ALGORITHMS = ("joseph", "siddon", "trilinear")
+DEFAULT_ALGORITHM = "joseph"
 DEVICES = ("auto", "cpu")
 
 
@@ -56,18 +59,21 @@ def numba_status() -> tuple[bool, str]:
     try:
         import numba  # noqa: F401
     except ImportError as error:
-        return False, f"numba is not installed ({error}); using the slower pure-numpy trilinear projector"
+        return False, f"numba is not installed ({error}); using the slower pure-numpy projector"
     return True, ""
 
 
 def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_model: "PrimaryModel | None" = None,
-            device: str = "auto", algorithm: str = "siddon", step_mm: float | None = None,
+            device: str = "auto", algorithm: str = DEFAULT_ALGORITHM, step_mm: float | None = None,
             progress=None, rows_per_chunk: int | None = None, cpu_kernel: str = "auto") -> Projection:
     """Cast one ray per pixel centre from the source through the materials.
 
-    ``progress(fraction)`` is called between row blocks; raise
-    SimulationCancelled from it to stop. ``cpu_kernel`` is ``auto`` (numba when
-    importable), ``numba`` or ``numpy`` (the fallback, trilinear only).
+    ``algorithm``: ``joseph`` (default), ``siddon`` or ``trilinear`` (``step_mm``,
+    default the smallest voxel spacing). Soft material fractions are
+    interpolated like densities by every algorithm. ``progress(fraction)`` is
+    called between row blocks; raise SimulationCancelled from it to stop.
+    ``cpu_kernel`` is ``auto`` (numba when importable), ``numba`` or ``numpy``
+    (the fallback, which implements the default algorithm only).
     """
     if device not in DEVICES:
         raise InputError(f"Unknown device {device!r}.", "Use --device auto or --device cpu.")
@@ -88,16 +94,17 @@ def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_mo
             notes.append(why)
     if step_mm is None:
         step_mm = float(np.min(np.linalg.norm(materials.ijk_to_ras[:3, :3], axis=0)))
+    layout = materials.projector_layout()
     start = time.perf_counter()
     if use_numba:
-        line_integrals, primary = _project_numba(materials, geometry, primary_model, algorithm, step_mm,
+        line_integrals, primary = _project_numba(materials, layout, geometry, primary_model, algorithm, step_mm,
                                                  progress, rows_per_chunk)
         backend = "cpu"
     else:
-        if algorithm != "trilinear":
-            notes.append(f"the numpy fallback has no {algorithm} kernel; used trilinear")
-            algorithm = "trilinear"
-        line_integrals, primary = _project_numpy(materials, geometry, primary_model, step_mm, progress)
+        if algorithm != DEFAULT_ALGORITHM:
+            notes.append(f"the numpy fallback has no {algorithm} kernel; used {DEFAULT_ALGORITHM}")
+            algorithm = DEFAULT_ALGORITHM
+        line_integrals, primary = _project_numpy(materials, layout, geometry, primary_model, progress)
         backend = "cpu-numpy"
     return Projection(line_integrals=line_integrals, material_names=tuple(materials.names), primary=primary,
                       backend=backend, algorithm=algorithm, seconds=time.perf_counter() - start, notes=notes)
@@ -111,7 +118,18 @@ def _ray_frame(materials: MaterialVolume, geometry: DetectorGeometry):
             linear @ geometry.u, linear @ geometry.v)
 
 
-def _project_numba(materials, geometry, primary_model, algorithm, step_mm, progress, rows_per_chunk):
+# Rays per kernel launch: each launch wakes the threads (milliseconds on a busy machine), so small
+# images (the 96^2 live-drag preview) take one launch; large ones report progress ~every 64k rays.
+_RAYS_PER_LAUNCH = 65536
+
+
+def _rows_per_launch(height: int, width: int) -> int:
+    return max(8, min(height, -(-_RAYS_PER_LAUNCH // max(1, width))))
+
+
+def _project_numba(materials, layout, geometry, primary_model, algorithm, step_mm, progress, rows_per_chunk):
+    import numba
+
     from . import projector_cpu
 
     source_ijk, origin_ijk, u_ijk, v_ijk = _ray_frame(materials, geometry)
@@ -123,21 +141,28 @@ def _project_numba(materials, geometry, primary_model, algorithm, step_mm, progr
     else:
         mu, weights = np.zeros((len(materials.names), 0)), np.zeros(0)
         primary = np.zeros((1, 1), dtype=np.float32)
-    chunk = rows_per_chunk or max(8, height // 16)
+    voxels = (layout.packed, layout.channels, layout.kind == "labels", layout.label_mask, layout.mixed_flag,
+              *layout.shape_kji)
+    chunk = rows_per_chunk or _rows_per_launch(height, width)
     for row_start in range(0, height, chunk):
         row_stop = min(height, row_start + chunk)
         rays = (source_ijk, origin_ijk, u_ijk, v_ijk, geometry.source, geometry.detector_origin, geometry.u,
                 geometry.v, row_start, row_stop, mu, weights, line_integrals, primary)
-        if algorithm == "siddon":
-            projector_cpu.siddon_rows(materials.packed_for_cpu(), *materials.density.shape, *rays)
-        else:
-            projector_cpu.trilinear_rows(materials.packed_for_cpu(), *materials.density.shape, *rays, float(step_mm))
+        # one row per work item: rows differ in cost (short rays at the edges), so static halves
+        # would leave a thread idle
+        with numba.parallel_chunksize(1):
+            if algorithm == "joseph":
+                projector_cpu.joseph_rows(*voxels, *rays)
+            elif algorithm == "siddon":
+                projector_cpu.siddon_rows(*voxels, *rays)
+            else:
+                projector_cpu.trilinear_rows(*voxels, *rays, float(step_mm))
         if progress is not None:
             progress(row_stop / height)
     return line_integrals, (primary if primary_model is not None else None)
 
 
-def _project_numpy(materials, geometry, primary_model, step_mm, progress):
+def _project_numpy(materials, layout, geometry, primary_model, progress):
     from . import projector_numpy
 
     ras_to_ijk = np.linalg.inv(materials.ijk_to_ras)
@@ -151,8 +176,7 @@ def _project_numpy(materials, geometry, primary_model, step_mm, progress):
         ends_ras = centers[rows].reshape(-1, 3)
         ends_ijk = ends_ras @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
         lengths = np.linalg.norm(ends_ras - geometry.source, axis=1)
-        values = projector_numpy.trilinear_rays(materials.density, materials.labels, len(materials.names),
-                                                source_ijk, ends_ijk, lengths, step_mm)
+        values = projector_numpy.joseph_rays(layout, source_ijk, ends_ijk, lengths)
         line_integrals[:, rows, :] = values.T.reshape(len(materials.names), -1, width)
         if progress is not None:
             progress(rows.stop / height)
@@ -162,4 +186,4 @@ def _project_numpy(materials, geometry, primary_model, step_mm, progress):
     return line_integrals, primary
 
 
-__all__ = ["Projection", "project", "cuda_status", "numba_status", "check_source_outside", "SimulationCancelled"]
+__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "Projection", "project", "cuda_status", "numba_status", "check_source_outside", "SimulationCancelled"]

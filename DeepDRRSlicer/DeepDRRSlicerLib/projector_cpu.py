@@ -1,16 +1,26 @@
 """CPU ray casting kernels (numba, one thread per detector row).
 
-Both kernels work in continuous voxel-index space, where voxel (i, j, k) is
-the unit cube centred on integer (i, j, k), so any oblique or anisotropic
-IJK->RAS matrix is handled by mapping the ray, not the volume. A ray runs
-from the source to the pixel centre; ``tau`` in [0, 1] parametrises it and
-``length_mm`` converts tau to millimetres.
+All kernels work in continuous voxel-index space, where voxel (i, j, k) is the
+unit cube centred on integer (i, j, k), so any oblique or anisotropic IJK->RAS
+matrix is handled by mapping the ray, not the volume. A ray runs from the
+source to the pixel centre; ``tau`` in [0, 1] parametrises it (so material
+behind the detector is never integrated) and ``length_mm`` converts tau to
+millimetres. The volume is the box [-0.5, n - 0.5] on each axis.
 
-``siddon``: exact path lengths through each voxel (incremental traversal,
-Amanatides & Woo 1987 / Jacobs 1998), one density and one label read per
-voxel crossed. ``trilinear``: fixed-step ray march with trilinear weights,
-as DeepDRR's CUDA projector does. The default is chosen by benchmark
-(see benchmarks/bench_cpu_projector.py).
+They read the voxel layouts of ``projector_voxels`` (padded by one edge
+voxel: padded index = index + 1), which hold per-material densities
+rho_m = density * fraction_m; hard labels are one-hot fractions. Each kernel
+accumulates per-material line integrals (g/cm2) and, given a spectrum, the
+polychromatic primary in the same pass.
+
+``joseph_rows`` (the default; see its docstring for the exact rule): the
+trilinear interpolant of rho_m integrated along the ray with one sample per
+voxel slice of the ray's dominant axis. ``siddon_rows``: exact path lengths
+through each voxel of the nearest-voxel (piecewise-constant) model
+(Amanatides & Woo 1987 / Jacobs 1998). ``trilinear_rows``: the same
+interpolant as Joseph's, sampled at a fixed step in mm from the entry point
+(DeepDRR's projector). benchmarks/bench_projector_accuracy.py and
+bench_cpu_projector.py measure all three.
 """
 
 from __future__ import annotations
@@ -19,9 +29,22 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import int64, njit, prange, types, uint64
+from numba.extending import intrinsic
 
 MM_TO_CM = 0.1
+
+
+@intrinsic
+def _as_float32(typingctx, bits):
+    """The float32 whose bit pattern is the uint32 ``bits`` (C: __uint_as_float / memcpy)."""
+    signature = types.float32(types.uint32)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return signature, codegen
 
 
 @njit(inline="always")
@@ -82,23 +105,6 @@ def _primary_from_integrals(acc, mu_log2, weights, exponent):
     return total
 
 
-# Siddon reads one packed uint32 per voxel: the material label in the top 8 bits and the
-# density as 24-bit fixed point (1.9e-6 g/cm3 steps up to 32 g/cm3). One load instead of
-# two halves the memory traffic of the walk.
-LABEL_SHIFT = 24
-DENSITY_MASK = (1 << LABEL_SHIFT) - 1
-MAX_DENSITY = 32.0
-DENSITY_QUANTUM = MAX_DENSITY / (1 << LABEL_SHIFT)
-
-
-def pack_materials(density: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Flat uint32 array of (label << 24) | density / DENSITY_QUANTUM, in [k, j, i] order."""
-    if density.size and float(density.max()) >= MAX_DENSITY:
-        raise ValueError(f"density above {MAX_DENSITY} g/cm3 cannot be represented")
-    quantised = np.rint(np.asarray(density, dtype=np.float64) / DENSITY_QUANTUM).astype(np.uint32)
-    return np.ascontiguousarray((quantised | (labels.astype(np.uint32) << LABEL_SHIFT)).ravel())
-
-
 @njit(inline="always")
 def _ray(r, c, source_ijk, origin_ijk, u_ijk, v_ijk, source_ras, origin_ras, u_ras, v_ras, ni, nj, nk):
     """Ray to the centre of pixel (row r, column c): index-space direction (tau in [0, 1] spans
@@ -114,6 +120,233 @@ def _ray(r, c, source_ijk, origin_ijk, u_ijk, v_ijk, source_ras, origin_ras, u_r
 
 
 @njit(inline="always")
+def _finish_pixel(acc, length_mm, r, c, line_integrals, want_primary, mu_log2, weights, exponent, primary):
+    scale = length_mm * MM_TO_CM
+    for m in range(acc.shape[0]):
+        acc[m] *= scale
+        line_integrals[m, r, c] = acc[m]
+    if want_primary:
+        primary[r, c] = _primary_from_integrals(acc, mu_log2, weights, exponent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trilinear sample (any point in the box), for Joseph's end cells and the fixed-step march.
+
+
+@njit(inline="always")
+def _corner(x, n):
+    """Lower padded index and fraction along one axis of an unpadded coordinate, clamped to the padding."""
+    p = x + 1.0
+    i = int64(math.floor(p))
+    if i < 0:
+        return int64(0), 0.0
+    if i > n:
+        return int64(n), 1.0
+    return i, p - i
+
+
+@njit(inline="always")
+def _add_trilinear(packed, values, channels, use_labels, label_mask, x, y, z, ni, nj, nk, weight, acc):
+    """acc[m] += weight * (trilinear interpolant of rho_m at unpadded index point (x, y, z))."""
+    pi = ni + 2
+    pij = pi * (nj + 2)
+    i0, fx = _corner(x, ni)
+    j0, fy = _corner(y, nj)
+    k0, fz = _corner(z, nk)
+    for dk in range(2):
+        wz = (fz if dk else 1.0 - fz) * weight
+        for dj in range(2):
+            wyz = (fy if dj else 1.0 - fy) * wz
+            row = uint64((k0 + dk) * pij + (j0 + dj) * pi + i0)
+            for di in range(2):
+                w = (fx if di else 1.0 - fx) * wyz
+                index = row + uint64(di)
+                if use_labels:
+                    acc[packed[index] & label_mask] += w * values[index]
+                else:
+                    for m in range(acc.shape[0]):
+                        acc[m] += w * channels[index, m]
+
+
+# ---------------------------------------------------------------------------------------------
+# Joseph: the interior (full) cells of the dominant axis, bilinear in the slice.
+
+
+@njit(fastmath=True, nogil=True)
+def _joseph_interior_labels(packed, values, label_mask, mixed_flag, acc, n_first, n_last, sa, inv_ea,
+                            sb, eb, sc, ec, stride_a, stride_b, stride_c, weight):
+    """Slices n_first <= n < n_last, packed labels. Where the 2x2x2 block at the sample's lower corner
+    holds one material (mixed flag clear) its bilinear density goes to a register run of that
+    material; elsewhere each corner goes to its own material."""
+    db = eb * inv_ea
+    dc = ec * inv_ea
+    xb = sb + (n_first - sa) * db + 1.0   # padded in-slice coordinates (>= 0.5: truncation = floor)
+    xc = sc + (n_first - sa) * dc + 1.0
+    base = uint64((n_first + 1) * stride_a)
+    run = 0.0
+    run_material = 0
+    for _ in range(n_first, n_last):
+        ib = int64(xb)
+        ic = int64(xc)
+        fb = xb - ib
+        fc = xc - ic
+        i00 = base + uint64(ib * stride_b + ic * stride_c)
+        i01 = i00 + uint64(stride_b)
+        i10 = i00 + uint64(stride_c)
+        i11 = i10 + uint64(stride_b)
+        bits00 = packed[i00]
+        if bits00 & mixed_flag == 0:
+            d0 = values[i00] + fb * (values[i01] - values[i00])
+            d1 = values[i10] + fb * (values[i11] - values[i10])
+            sample = d0 + fc * (d1 - d0)
+            material = bits00 & label_mask
+            if material == run_material:
+                run += sample
+            else:
+                acc[run_material] += run * weight
+                run_material = material
+                run = sample
+        else:
+            gb = 1.0 - fb
+            gc = 1.0 - fc
+            acc[bits00 & label_mask] += gb * gc * values[i00] * weight
+            acc[packed[i01] & label_mask] += fb * gc * values[i01] * weight
+            acc[packed[i10] & label_mask] += gb * fc * values[i10] * weight
+            acc[packed[i11] & label_mask] += fb * fc * values[i11] * weight
+        xb += db
+        xc += dc
+        base += uint64(stride_a)
+    acc[run_material] += run * weight
+
+
+@njit(fastmath=True, nogil=True)
+def _joseph_interior_fractions(channels, acc, n_first, n_last, sa, inv_ea, sb, eb, sc, ec,
+                               stride_a, stride_b, stride_c, weight):
+    """Slices n_first <= n < n_last, per-material density channels."""
+    db = eb * inv_ea
+    dc = ec * inv_ea
+    xb = sb + (n_first - sa) * db + 1.0
+    xc = sc + (n_first - sa) * dc + 1.0
+    base = uint64((n_first + 1) * stride_a)
+    n_materials = acc.shape[0]
+    for _ in range(n_first, n_last):
+        ib = int64(xb)
+        ic = int64(xc)
+        fb = xb - ib
+        fc = xc - ic
+        i00 = base + uint64(ib * stride_b + ic * stride_c)
+        i01 = i00 + uint64(stride_b)
+        i10 = i00 + uint64(stride_c)
+        i11 = i10 + uint64(stride_b)
+        w00 = (1.0 - fb) * (1.0 - fc) * weight
+        w01 = fb * (1.0 - fc) * weight
+        w10 = (1.0 - fb) * fc * weight
+        w11 = fb * fc * weight
+        for m in range(n_materials):
+            acc[m] += w00 * channels[i00, m] + w01 * channels[i01, m] + w10 * channels[i10, m] + w11 * channels[i11, m]
+        xb += db
+        xc += dc
+        base += uint64(stride_a)
+
+
+@njit(parallel=True, fastmath=True, nogil=True, cache=True)
+def joseph_rows(packed, channels, use_labels, label_mask, mixed_flag, nk, nj, ni,
+                source_ijk, origin_ijk, u_ijk, v_ijk, source_ras, origin_ras, u_ras, v_ras,
+                row_start, row_stop, mu_log2, weights, line_integrals, primary):
+    """Joseph's method (Joseph 1982, IEEE TMI 1:192), as the midpoint rule over dominant-axis cells.
+
+    The exact rule, which every backend implements:
+
+    1. Ray: index-space point ``s + tau e`` (``s`` the source, ``e`` source -> pixel centre),
+       clipped to the box [-0.5, n - 0.5] on each axis and to tau in [0, 1]: [t_in, t_out].
+       No samples when t_in >= t_out (or either is NaN).
+    2. Dominant axis ``a``: the largest |e_a| (ties go to the lower axis, i before j before k).
+       ``lo``, ``hi``: the smaller and larger of s_a + t_in e_a and s_a + t_out e_a.
+    3. Cells: for every integer n from clamp(floor(lo + 0.5)) to clamp(floor(hi + 0.5)) (clamped
+       to 0..n_a-1), the ray's part inside the slab [n - 0.5, n + 0.5] along ``a``:
+       [p0, p1] = [max(lo, n - 0.5), min(hi, n + 0.5)]; cells with p1 <= p0 are skipped.
+    4. One sample per cell, at the part's midpoint along ``a``: the point where
+       coordinate a = (p0 + p1) / 2, i.e. tau = ((p0 + p1) / 2 - s_a) / e_a. Its weight is the
+       part's length in tau, (p1 - p0) / |e_a|. For a cell the ray crosses completely the
+       midpoint is the slice plane a = n itself, so the sample is the bilinear interpolation
+       of slice n in the other two axes (Joseph's method); only the first and last cells of a
+       ray can be partial.
+    5. Value: the trilinear interpolant of each rho_m (per-material density, one-hot for hard
+       labels), with "clamp to edge" outside the voxel centres (a coordinate below 0 uses voxel
+       0, above n - 1 uses voxel n - 1; the padding implements this).
+    6. Line integral of material m (g/cm2) = sum over samples of weight * value_m, times the
+       ray's length in mm (source to pixel centre) times 0.1 (mm -> cm).
+
+    The interior slices step positions incrementally (s_b + (n - s_a) e_b / e_a computed by
+    repeated addition, exact to < 1e-9 voxel here); a float32 port should compute each
+    sample's position directly. Densities are the layout's stored float32 values.
+    """
+    n_materials = line_integrals.shape[0]
+    width = line_integrals.shape[2]
+    want_primary = weights.shape[0] > 0
+    values = packed.view(np.float32)
+    pi = ni + 2
+    pij = pi * (nj + 2)
+    for r in prange(row_start, row_stop):
+        acc = np.zeros(n_materials)
+        exponent = np.empty(weights.shape[0])
+        for c in range(width):
+            e0, e1, e2, length_mm, t_in, t_out = _ray(r, c, source_ijk, origin_ijk, u_ijk, v_ijk, source_ras,
+                                                      origin_ras, u_ras, v_ras, ni, nj, nk)
+            for m in range(n_materials):
+                acc[m] = 0.0
+            if t_in < t_out:
+                a0 = abs(e0)
+                a1 = abs(e1)
+                a2 = abs(e2)
+                if a0 >= a1 and a0 >= a2:
+                    sa, ea, na, stride_a = source_ijk[0], e0, ni, 1
+                    sb, eb, stride_b = source_ijk[1], e1, pi
+                    sc, ec, stride_c = source_ijk[2], e2, pij
+                elif a1 >= a2:
+                    sa, ea, na, stride_a = source_ijk[1], e1, nj, pi
+                    sb, eb, stride_b = source_ijk[0], e0, 1
+                    sc, ec, stride_c = source_ijk[2], e2, pij
+                else:
+                    sa, ea, na, stride_a = source_ijk[2], e2, nk, pij
+                    sb, eb, stride_b = source_ijk[0], e0, 1
+                    sc, ec, stride_c = source_ijk[1], e1, pi
+                inv_ea = 1.0 / ea
+                cell_tau = abs(inv_ea)
+                p_in = sa + t_in * ea
+                p_out = sa + t_out * ea
+                lo = min(p_in, p_out)
+                hi = max(p_in, p_out)
+                n_lo = min(max(int64(math.floor(lo + 0.5)), 0), na - 1)
+                n_hi = min(max(int64(math.floor(hi + 0.5)), 0), na - 1)
+                # the first and last cells: possibly partial, sampled trilinearly at their midpoints
+                n = n_lo
+                while True:
+                    p0 = max(lo, n - 0.5)
+                    p1 = min(hi, n + 0.5)
+                    if p1 > p0:
+                        t = (0.5 * (p0 + p1) - sa) * inv_ea
+                        _add_trilinear(packed, values, channels, use_labels, label_mask,
+                                       source_ijk[0] + t * e0, source_ijk[1] + t * e1, source_ijk[2] + t * e2,
+                                       ni, nj, nk, (p1 - p0) * cell_tau, acc)
+                    if n >= n_hi:
+                        break
+                    n = n_hi
+                if n_hi - n_lo > 1:
+                    if use_labels:
+                        _joseph_interior_labels(packed, values, label_mask, mixed_flag, acc, n_lo + 1, n_hi, sa,
+                                                inv_ea, sb, eb, sc, ec, stride_a, stride_b, stride_c, cell_tau)
+                    else:
+                        _joseph_interior_fractions(channels, acc, n_lo + 1, n_hi, sa, inv_ea, sb, eb, sc, ec,
+                                                   stride_a, stride_b, stride_c, cell_tau)
+            _finish_pixel(acc, length_mm, r, c, line_integrals, want_primary, mu_log2, weights, exponent, primary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Siddon: exact path lengths through the nearest-voxel model.
+
+
+@njit(inline="always")
 def _axis_walk(s, e, index, n, stride):
     """First crossing tau, tau increment, flat-index step and voxels left along one axis."""
     if e > 0.0:
@@ -123,14 +356,103 @@ def _axis_walk(s, e, index, n, stride):
     return np.inf, np.inf, 0, 0
 
 
+@njit(inline="always")
+def _siddon_start(source_ijk, e0, e1, e2, t_in, t_out, ni, nj, nk):
+    """Entry voxel (padded flat index) and the per-axis walk state of a ray."""
+    # the voxel just inside the entry point avoids ties on the boundary
+    t_probe = t_in + 1e-9 * (t_out - t_in)
+    i = min(max(int(math.floor(source_ijk[0] + t_probe * e0 + 0.5)), 0), ni - 1)
+    j = min(max(int(math.floor(source_ijk[1] + t_probe * e1 + 0.5)), 0), nj - 1)
+    k = min(max(int(math.floor(source_ijk[2] + t_probe * e2 + 0.5)), 0), nk - 1)
+    pi = ni + 2
+    pij = pi * (nj + 2)
+    walk_i = _axis_walk(source_ijk[0], e0, i, ni, 1)
+    walk_j = _axis_walk(source_ijk[1], e1, j, nj, pi)
+    walk_k = _axis_walk(source_ijk[2], e2, k, nk, pij)
+    return (k + 1) * pij + (j + 1) * pi + i + 1, walk_i, walk_j, walk_k
+
+
+@njit(fastmath=True, nogil=True)
+def _siddon_walk_labels(packed, values, label_mask, acc, index, walk_i, walk_j, walk_k, t_in, t_out):
+    """acc[label] += density * tau-length of every voxel crossed, packed labels."""
+    t_i, dt_i, step_i, left_i = walk_i
+    t_j, dt_j, step_j, left_j = walk_j
+    t_k, dt_k, step_k, left_k = walk_k
+    t = t_in
+    while True:
+        bits = packed[index]
+        value = _as_float32(bits)
+        if t_i <= t_j and t_i <= t_k:
+            t_next = t_i
+            t_i += dt_i
+            index += step_i
+            left_i -= 1
+            left = left_i
+        elif t_j <= t_k:
+            t_next = t_j
+            t_j += dt_j
+            index += step_j
+            left_j -= 1
+            left = left_j
+        else:
+            t_next = t_k
+            t_k += dt_k
+            index += step_k
+            left_k -= 1
+            left = left_k
+        if t_next >= t_out:
+            acc[bits & label_mask] += value * (t_out - t)
+            break
+        acc[bits & label_mask] += value * (t_next - t)
+        t = t_next
+        if left < 0:
+            break
+
+
+@njit(fastmath=True, nogil=True)
+def _siddon_walk_fractions(channels, acc, index, walk_i, walk_j, walk_k, t_in, t_out):
+    """acc[m] += rho_m * tau-length of every voxel crossed, density channels."""
+    t_i, dt_i, step_i, left_i = walk_i
+    t_j, dt_j, step_j, left_j = walk_j
+    t_k, dt_k, step_k, left_k = walk_k
+    t = t_in
+    while True:
+        voxel = index
+        if t_i <= t_j and t_i <= t_k:
+            t_next = t_i
+            t_i += dt_i
+            index += step_i
+            left_i -= 1
+            left = left_i
+        elif t_j <= t_k:
+            t_next = t_j
+            t_j += dt_j
+            index += step_j
+            left_j -= 1
+            left = left_j
+        else:
+            t_next = t_k
+            t_k += dt_k
+            index += step_k
+            left_k -= 1
+            left = left_k
+        length = (t_out if t_next >= t_out else t_next) - t
+        for m in range(acc.shape[0]):
+            acc[m] += channels[voxel, m] * length
+        if t_next >= t_out or left < 0:
+            break
+        t = t_next
+
+
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)
-def siddon_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
-                source_ras, origin_ras, u_ras, v_ras, row_start, row_stop,
-                mu_log2, weights, line_integrals, primary):
+def siddon_rows(packed, channels, use_labels, label_mask, mixed_flag, nk, nj, ni,
+                source_ijk, origin_ijk, u_ijk, v_ijk, source_ras, origin_ras, u_ras, v_ras,
+                row_start, row_stop, mu_log2, weights, line_integrals, primary):
     """Fill line_integrals[:, rows, :] (g/cm2) and, if weights is non-empty, primary[rows, :]."""
     n_materials = line_integrals.shape[0]
     width = line_integrals.shape[2]
     want_primary = weights.shape[0] > 0
+    values = packed.view(np.float32)
     for r in prange(row_start, row_stop):
         acc = np.zeros(n_materials)
         exponent = np.empty(weights.shape[0])
@@ -140,62 +462,28 @@ def siddon_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
             for m in range(n_materials):
                 acc[m] = 0.0
             if t_in < t_out:
-                # the voxel just inside the entry point avoids ties on the boundary
-                t_probe = t_in + 1e-9 * (t_out - t_in)
-                i = min(max(int(math.floor(source_ijk[0] + t_probe * e0 + 0.5)), 0), ni - 1)
-                j = min(max(int(math.floor(source_ijk[1] + t_probe * e1 + 0.5)), 0), nj - 1)
-                k = min(max(int(math.floor(source_ijk[2] + t_probe * e2 + 0.5)), 0), nk - 1)
-                t_i, dt_i, step_i, left_i = _axis_walk(source_ijk[0], e0, i, ni, 1)
-                t_j, dt_j, step_j, left_j = _axis_walk(source_ijk[1], e1, j, nj, ni)
-                t_k, dt_k, step_k, left_k = _axis_walk(source_ijk[2], e2, k, nk, ni * nj)
-                index = (k * nj + j) * ni + i
-                t = t_in
-                while True:
-                    value = packed[index]
-                    if t_i <= t_j and t_i <= t_k:
-                        t_next = t_i
-                        t_i += dt_i
-                        index += step_i
-                        left_i -= 1
-                        left = left_i
-                    elif t_j <= t_k:
-                        t_next = t_j
-                        t_j += dt_j
-                        index += step_j
-                        left_j -= 1
-                        left = left_j
-                    else:
-                        t_next = t_k
-                        t_k += dt_k
-                        index += step_k
-                        left_k -= 1
-                        left = left_k
-                    if t_next >= t_out:
-                        acc[value >> LABEL_SHIFT] += (value & DENSITY_MASK) * (t_out - t)
-                        break
-                    acc[value >> LABEL_SHIFT] += (value & DENSITY_MASK) * (t_next - t)
-                    t = t_next
-                    if left < 0:
-                        break
-            scale = length_mm * MM_TO_CM * DENSITY_QUANTUM
-            for m in range(n_materials):
-                acc[m] *= scale
-                line_integrals[m, r, c] = acc[m]
-            if want_primary:
-                primary[r, c] = _primary_from_integrals(acc, mu_log2, weights, exponent)
+                index, walk_i, walk_j, walk_k = _siddon_start(source_ijk, e0, e1, e2, t_in, t_out, ni, nj, nk)
+                if use_labels:
+                    _siddon_walk_labels(packed, values, label_mask, acc, index, walk_i, walk_j, walk_k, t_in, t_out)
+                else:
+                    _siddon_walk_fractions(channels, acc, index, walk_i, walk_j, walk_k, t_in, t_out)
+            _finish_pixel(acc, length_mm, r, c, line_integrals, want_primary, mu_log2, weights, exponent, primary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed-step trilinear march.
 
 
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)
-def trilinear_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
-                   source_ras, origin_ras, u_ras, v_ras, row_start, row_stop,
-                   mu_log2, weights, line_integrals, primary, step_mm):
-    """Midpoint-rule ray march; each sample splits its trilinear weights by the neighbours' labels.
-
-    Reads the same packed (label, density) voxels as ``siddon_rows``.
-    """
+def trilinear_rows(packed, channels, use_labels, label_mask, mixed_flag, nk, nj, ni,
+                   source_ijk, origin_ijk, u_ijk, v_ijk, source_ras, origin_ras, u_ras, v_ras,
+                   row_start, row_stop, mu_log2, weights, line_integrals, primary, step_mm):
+    """Midpoint rule with ceil(span / step_mm) equal steps from the entry to the exit point; each
+    sample is the trilinear interpolant of rho_m, as in Joseph's end cells."""
     n_materials = line_integrals.shape[0]
     width = line_integrals.shape[2]
     want_primary = weights.shape[0] > 0
+    values = packed.view(np.float32)
     for r in prange(row_start, row_stop):
         acc = np.zeros(n_materials)
         exponent = np.empty(weights.shape[0])
@@ -205,45 +493,13 @@ def trilinear_rows(packed, nk, nj, ni, source_ijk, origin_ijk, u_ijk, v_ijk,
             for m in range(n_materials):
                 acc[m] = 0.0
             if t_in < t_out:
-                span_mm = (t_out - t_in) * length_mm
-                n_steps = max(1, int(math.ceil(span_mm / step_mm)))
+                n_steps = max(1, int(math.ceil((t_out - t_in) * length_mm / step_mm)))
                 dt = (t_out - t_in) / n_steps
                 for s in range(n_steps):
                     t = t_in + (s + 0.5) * dt
-                    x = source_ijk[0] + t * e0
-                    y = source_ijk[1] + t * e1
-                    z = source_ijk[2] + t * e2
-                    i0 = int(math.floor(x))
-                    j0 = int(math.floor(y))
-                    k0 = int(math.floor(z))
-                    fx = x - i0
-                    fy = y - j0
-                    fz = z - k0
-                    for dk in range(2):
-                        kk = k0 + dk
-                        if kk < 0 or kk >= nk:
-                            continue
-                        wz = fz if dk else 1.0 - fz
-                        for dj in range(2):
-                            jj = j0 + dj
-                            if jj < 0 or jj >= nj:
-                                continue
-                            wyz = (fy if dj else 1.0 - fy) * wz
-                            row_index = (kk * nj + jj) * ni
-                            for di in range(2):
-                                ii = i0 + di
-                                if ii < 0 or ii >= ni:
-                                    continue
-                                value = packed[row_index + ii]
-                                acc[value >> LABEL_SHIFT] += (fx if di else 1.0 - fx) * wyz * (value & DENSITY_MASK)
-                for m in range(n_materials):
-                    acc[m] *= dt
-            scale = length_mm * MM_TO_CM * DENSITY_QUANTUM
-            for m in range(n_materials):
-                acc[m] *= scale
-                line_integrals[m, r, c] = acc[m]
-            if want_primary:
-                primary[r, c] = _primary_from_integrals(acc, mu_log2, weights, exponent)
+                    _add_trilinear(packed, values, channels, use_labels, label_mask, source_ijk[0] + t * e0,
+                                   source_ijk[1] + t * e1, source_ijk[2] + t * e2, ni, nj, nk, dt, acc)
+            _finish_pixel(acc, length_mm, r, c, line_integrals, want_primary, mu_log2, weights, exponent, primary)
 
 
 def set_threads(count: int | None) -> None:

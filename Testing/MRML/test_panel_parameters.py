@@ -18,7 +18,8 @@ from conftest import require_slicer_core
 slicer = require_slicer_core()
 
 from DeepDRRSlicerLib.errors import InputError  # noqa: E402
-from DeepDRRSlicerLib.mrml import panel_parameters  # noqa: E402
+from DeepDRRSlicerLib.mrml import panel_parameters
+from DeepDRRSlicerLib.projector import DEFAULT_ALGORITHM  # noqa: E402
 from DeepDRRSlicerLib.mrml.carm_transform import create_carm_transform, pose_from_angles  # noqa: E402
 from DeepDRRSlicerLib.mrml.output_nodes import fluoro_display_node  # noqa: E402
 
@@ -31,7 +32,7 @@ class _Stage(enum.Enum):  # the module file's FluoroStage has these values (a te
 
 def _parameters(**changes):
     fields = dict(ct=None, landmarks=None, carmTransform=None, alpha=0.0, beta=0.0, sid=1020.0, sod=530.0,
-                  detectorPixels=48, detectorSize=298.0, kvp=90.0, smoothInterpolation=False, mas=0.05,
+                  detectorPixels=48, detectorSize=298.0, kvp=90.0, mas=0.05,
                   detectorThickness=0.6, scatterPhotons=5_000, seed=0, grid=False,
                   stage=_Stage.PRIMARY, livePreview=True)
     fields.update(changes)
@@ -42,8 +43,7 @@ def test_setup_and_settings_follow_the_fields():
     setup = panel_parameters.carm_setup(_parameters(sid=900.0, sod=600.0, detectorPixels=64, detectorSize=200.0))
     assert (setup.sid_mm, setup.sod_mm, setup.detector_pixels, setup.detector_size_mm) == (900.0, 600.0, 64, 200.0)
     assert panel_parameters.simulation_settings(_parameters(kvp=70.0)).kvp == 70.0
-    assert panel_parameters.simulation_settings(_parameters()).algorithm == "siddon"
-    assert panel_parameters.simulation_settings(_parameters(smoothInterpolation=True)).algorithm == "trilinear"
+    assert panel_parameters.simulation_settings(_parameters()).algorithm == DEFAULT_ALGORITHM == "joseph"
     settings = panel_parameters.simulation_settings(_parameters(mas=1.0, detectorThickness=0.8, scatterPhotons=20_000,
                                                                 seed=7, grid=True))
     assert (settings.mas, settings.detector_thickness_mm, settings.scatter_photons, settings.seed, settings.grid) == (

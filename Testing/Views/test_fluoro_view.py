@@ -132,7 +132,7 @@ def test_stage_selector_switches_the_rendered_image(views, logic, ct_node):
     transform = logic.carm_transform(ct_node=ct_node)
     parameters = SimpleNamespace(ct=ct_node, landmarks=None, carmTransform=transform, sid=1020.0, sod=530.0,
                                  detectorPixels=64, detectorSize=DETECTOR_SIDE_MM, kvp=90.0,
-                                 smoothInterpolation=False, livePreview=True, mas=0.002,   # visible noise
+                                 livePreview=True, mas=0.002,   # visible noise
                                  stage=SimpleNamespace(value="primary"))
     logic.set_carm_angles(transform, 30.0, 0.0)
     output = panel_parameters.simulate_from_parameters(logic, parameters)

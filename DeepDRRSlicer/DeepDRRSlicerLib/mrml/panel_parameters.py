@@ -7,9 +7,10 @@ and turn them into the C-arm set-up and the engine settings. A new panel
 parameter that changes the simulation is mapped here, where CI can test it.
 
 Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
-``detectorPixels``, ``detectorSize``, ``kvp``, ``smoothInterpolation``, ``mas``,
-``detectorThickness``, ``scatterPhotons``, ``seed``, ``grid`` (optional: engine defaults when
-absent), ``livePreview``; ``stage`` (an enum whose ``value`` is a stage name).
+``detectorPixels``, ``detectorSize``, ``kvp``, ``mas``, ``detectorThickness``, ``scatterPhotons``,
+``seed``, ``grid`` (optional: engine defaults when absent), ``livePreview``; ``stage`` (an enum whose
+``value`` is a stage name). The projector is the engine's default (smooth at any CT resolution and the
+fastest), so the panel has no algorithm choice.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ def simulation_settings(parameters) -> SimulationSettings:
     """The engine's physics settings of the panel."""
     defaults = SimulationSettings()
     return SimulationSettings(kvp=float(parameters.kvp),
-                              algorithm="trilinear" if parameters.smoothInterpolation else "siddon",
                               mas=float(getattr(parameters, "mas", defaults.mas)),
                               detector_thickness_mm=float(getattr(parameters, "detectorThickness",
                                                                   defaults.detector_thickness_mm)),
