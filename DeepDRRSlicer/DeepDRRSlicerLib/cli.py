@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write into a non-empty folder that does not hold a previous result (its other files "
                           "are kept; files with a result's name are replaced)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar and no notes (warnings still print)")
+    from .dataset.cli import add_generate_parser
+
+    add_generate_parser(commands)
     return parser
 
 
@@ -305,6 +308,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "simulate":
             return simulate_command(args)
+        if args.command == "generate":
+            from .dataset.cli import generate_command
+
+            return generate_command(args)
     except InputError as error:
         print(f"error: {error.problem}\n  fix: {error.fix}", file=sys.stderr)
         return EXIT_INPUT_ERROR

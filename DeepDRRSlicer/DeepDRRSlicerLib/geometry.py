@@ -144,6 +144,14 @@ def rotation_z(angle_rad: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+def roll_about_beam(angle_deg: float) -> np.ndarray:
+    """4x4 rotation of the C-arm frame about its beam axis (AP: the A axis); compose as ``pose @ roll``."""
+    c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    matrix = np.eye(4)
+    matrix[:3, :3] = [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]
+    return matrix
+
+
 @dataclass(frozen=True, eq=False)
 class DetectorGeometry:
     """A point source and a flat pixel grid, in RAS mm (the interchange format)."""

@@ -935,6 +935,73 @@ def _(tmp):
     return cli(tmp, "--frobnicate")
 
 
+# dataset generation (deepdrr-slicer generate) ----------------------------------------------------
+
+def gen(tmp: Path, *arguments, out="ds") -> Outcome:
+    """``deepdrr-slicer generate`` in-process: 16 x 16 images, one pose per CT unless given."""
+    args = ["generate", "--quiet", "--size", "16", "16", *arguments]
+    if "--sample" not in arguments and "--poses" not in arguments:
+        args += ["--sample", "alpha=0:10,n=1"]
+    return _run_main(tmp, [*args, "--out", str(tmp / out)])
+
+
+def _report(tmp: Path) -> dict:
+    return json.loads((tmp / "ds" / "report.json").read_text())
+
+
+@case("gen-unreadable-ct-in-list", "generate", "`--ct-list` naming a corrupt CT and a good one", "warned",
+      "skipped CT 0", "the good CT's image is written; report.json lists the skipped CT and why",
+      lambda tmp, o: (_report(tmp)["written"] == 1 and _report(tmp)["skipped_cts"][0]["index"] == 0)
+      or _fail("the skipped CT is not reported"))
+def _(tmp):
+    (tmp / "broken.nii.gz").write_bytes(b"not an image")
+    (tmp / "cts.txt").write_text(f"broken.nii.gz\n{phantom(tmp).name}\n")
+    return gen(tmp, "--ct-list", str(tmp / "cts.txt"))
+
+
+@case("gen-no-ray", "generate", "poses whose isocentre is 2 m from the CT", "refused",
+      "No pose puts a ray through any CT", "nothing is written",
+      lambda tmp, o: not (tmp / "ds").exists() or _fail("the output folder was created"))
+def _(tmp):
+    (tmp / "poses.json").write_text('[{"alpha": 0, "isocenter": [2000, 0, 0]}]')
+    return gen(tmp, "--ct", str(phantom(tmp)), "--poses", str(tmp / "poses.json"))
+
+
+@case("gen-stage-unavailable", "generate", "`--stages primary,xray`", "refused", "are not available")
+def _(tmp):
+    return gen(tmp, "--ct", str(phantom(tmp)), "--stages", "primary,xray")
+
+
+@case("gen-randomize-unknown", "generate", "`--randomize voltage=70:120`", "refused",
+      "not a setting this engine has")
+def _(tmp):
+    return gen(tmp, "--ct", str(phantom(tmp)), "--randomize", "voltage=70:120")
+
+
+@case("gen-randomize-kvp-range", "generate", "`--randomize kvp=20:90`", "refused", "outside the supported")
+def _(tmp):
+    return gen(tmp, "--ct", str(phantom(tmp)), "--randomize", "kvp=20:90")
+
+
+@case("gen-foreign-folder", "generate", "`--out` a non-empty folder of other files", "refused",
+      "holds no DeepDRRSlicer dataset", "the folder's file is untouched",
+      lambda tmp, o: (tmp / "ds" / "notes.txt").read_text() == "mine" or _fail("notes.txt changed"))
+def _(tmp):
+    (tmp / "ds").mkdir()
+    (tmp / "ds" / "notes.txt").write_text("mine")
+    return gen(tmp, "--ct", str(phantom(tmp)))
+
+
+@case("gen-different-dataset", "generate", "`--out` holding a dataset made with another seed", "refused",
+      "holds a different dataset", "the existing dataset is unchanged",
+      lambda tmp, o: digest(tmp / "ds") == json.loads((tmp / "before.json").read_text())
+      or _fail("the dataset changed"))
+def _(tmp):
+    assert gen(tmp, "--ct", str(phantom(tmp))).kind == "accepted"
+    (tmp / "before.json").write_text(json.dumps(digest(tmp / "ds")))
+    return gen(tmp, "--ct", str(phantom(tmp)), "--seed", "5")
+
+
 # Python API --------------------------------------------------------------------------------------
 
 def _volume():

@@ -73,10 +73,11 @@ class PanelSection:
 def panel_sections() -> list:
     """The panel's section classes, in the order their hooks run."""
     from .carm_section import CArmSection
+    from .dataset_section import DatasetSection
     from .display_section import DisplaySection
     from .install_section import InstallSection
     from .live_section import LiveSection
     from .simulate_section import SimulateSection
 
     # LiveSection last: it may stop the live view or report an error after the others refreshed their states.
-    return [SimulateSection, CArmSection, DisplaySection, InstallSection, LiveSection]
+    return [SimulateSection, CArmSection, DisplaySection, InstallSection, DatasetSection, LiveSection]
