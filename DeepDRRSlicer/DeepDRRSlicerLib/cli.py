@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="material decomposition (default threshold: air / soft tissue / bone by HU)")
     physics.add_argument("--mode", choices=["polychromatic", "line-integral"], default="polychromatic",
                          help="polychromatic primary image, or the density line integral only")
-    physics.add_argument("--device", choices=["auto", "cpu"], default="auto",
-                         help="auto: CUDA when available, else CPU (the summary says which ran)")
+    physics.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                         help="auto: the GPU (CUDA through CuPy or pycuda) when one works, else the CPU, saying "
+                              "why (summary.json names the backend); cuda: the GPU or an error naming what is "
+                              "missing; cpu: never the GPU")
     physics.add_argument("--algorithm", choices=list(ALGORITHMS), default=DEFAULT_ALGORITHM,
                          help="ray casting: joseph (default: smooth trilinear model, one sample per voxel slice), "
                               "siddon (exact paths through blocky voxels) or trilinear (fixed-step march)")

@@ -272,7 +272,7 @@ class Simulator:
         projection = project(self.materials, geometry,
                              device=settings.device, algorithm=settings.algorithm, progress=progress)
         timings["projector"] = projection.seconds
-        warnings = []
+        warnings = list(projection.warnings)
         notes = list(projection.notes)
         if not np.any(projection.line_integrals):
             if rays_cross_box(geometry, self.materials.ijk_to_ras, self.materials.density.shape):
@@ -458,6 +458,20 @@ def _resample(image: np.ndarray, shape: tuple) -> np.ndarray:
     c = (np.arange(cols) + 0.5) * cols_in / cols - 0.5
     along = np.stack([np.interp(c, np.arange(cols_in), line) for line in image])
     return np.stack([np.interp(r, np.arange(rows_in), along[:, j]) for j in range(cols)], axis=1)
+
+    def render_batch(self, geometries, *, landmarks=None, keep_on_device: bool = False,
+                     device_memory_limit: int | None = None, progress=None):
+        """Project many poses (one detector size) in one call; on the GPU, in one launch per batch.
+
+        Returns a ``batch.BatchResult``: ``.primary`` (N, H, W) and ``.line_integrals`` (N, M, H, W),
+        numpy arrays or, with ``keep_on_device`` on the GPU, ``cuda.DeviceArray`` shared through DLPack
+        (``torch.from_dlpack(batch.primary)``); ``.result(i)`` is pose i as a SimulationResult.
+        ``device_memory_limit`` (bytes) caps the GPU memory used (larger CTs go in slabs).
+        """
+        from .batch import render_batch
+
+        return render_batch(self, geometries, landmarks=landmarks, keep_on_device=keep_on_device,
+                            device_memory_limit=device_memory_limit, progress=progress)
 
 
 def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSettings | None = None,

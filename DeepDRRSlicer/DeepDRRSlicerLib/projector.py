@@ -1,8 +1,12 @@
 """Forward projection: per-material line integrals (g/cm2) and the primary image.
 
-One call, several engines: ``device='auto'`` uses CUDA when a working device
-and launcher exist, else the compiled CPU kernel, and reports which it used.
-Nothing outside this file knows which backend ran.
+One call, several engines: ``device='auto'`` uses CUDA (``cuda/``: one kernel
+source, launched by CuPy or pycuda) when a working device and launcher exist,
+else the compiled CPU kernel, and reports which it used and why. ``'cuda'``
+insists on the GPU and fails with what is missing; ``'cpu'`` never tries it.
+Nothing outside this file knows which backend ran. ``project_batch`` renders
+many poses of one volume in one launch and can leave the results on the GPU
+(``cuda.DeviceArray``, shared with torch or CuPy through DLPack).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ if TYPE_CHECKING:
 # siddon: exact paths through the nearest-voxel model; trilinear: fixed-step march (DeepDRR's).
 ALGORITHMS = ("joseph", "siddon", "trilinear")
 DEFAULT_ALGORITHM = "joseph"
-DEVICES = ("auto", "cpu")
+DEVICES = ("auto", "cpu", "cuda")
+LOG2E = 1.4426950408889634
 
 
 @dataclass
@@ -37,15 +42,53 @@ class Projection:
     algorithm: str
     seconds: float
     notes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
     @property
     def total_line_integral(self) -> np.ndarray:
         return self.line_integrals.sum(axis=0)
 
 
+@dataclass
+class BatchProjection:
+    """Many poses of one volume. Arrays are numpy, or ``cuda.DeviceArray`` when left on the GPU."""
+
+    line_integrals: object              # (N, M, H, W) float32, g/cm2
+    material_names: tuple
+    primary: object                     # (N, H, W) float32 I/I0, or None
+    backend: str
+    algorithm: str
+    seconds: float
+    notes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.line_integrals.shape[0])
+
+    def __getitem__(self, index: int) -> Projection:
+        """Pose ``index`` as a Projection of numpy arrays (one copy back per array if on the GPU)."""
+        line_integrals = np.asarray(self.line_integrals[index])
+        primary = None if self.primary is None else np.asarray(self.primary[index])
+        return Projection(line_integrals=line_integrals, material_names=self.material_names, primary=primary,
+                          backend=self.backend, algorithm=self.algorithm, seconds=self.seconds / max(1, len(self)),
+                          notes=list(self.notes), warnings=list(self.warnings))
+
+
 def cuda_status() -> tuple[bool, str]:
-    """Whether a CUDA backend can run here, and why not."""
-    return False, "the CUDA projector is not part of this build yet; using the CPU kernel"
+    """Whether the CUDA backend can run here: (True, "<launcher> on <GPU>") or (False, why not)."""
+    from . import cuda
+
+    status = cuda.cuda_status()
+    if status.available:
+        return True, f"{status.launcher} on {status.device}"
+    return False, status.reason
+
+
+def describe_backend(backend: str) -> str:
+    """Words for a Projection's ``backend``, e.g. "GPU (CUDA through CuPy)"."""
+    names = {"cuda-cupy": "GPU (CUDA through CuPy)", "cuda-pycuda": "GPU (CUDA through pycuda)",
+             "cpu": "CPU (numba)", "cpu-numpy": "CPU (numpy fallback)"}
+    return names.get(backend, backend)
 
 
 def check_source_outside(materials: MaterialVolume, geometry: DetectorGeometry) -> None:
@@ -65,28 +108,36 @@ def numba_status() -> tuple[bool, str]:
 
 def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_model: "PrimaryModel | None" = None,
             device: str = "auto", algorithm: str = DEFAULT_ALGORITHM, step_mm: float | None = None,
-            progress=None, rows_per_chunk: int | None = None, cpu_kernel: str = "auto") -> Projection:
+            progress=None, rows_per_chunk: int | None = None, cpu_kernel: str = "auto",
+            device_memory_limit: int | None = None) -> Projection:
     """Cast one ray per pixel centre from the source through the materials.
 
     ``algorithm``: ``joseph`` (default), ``siddon`` or ``trilinear`` (``step_mm``,
     default the smallest voxel spacing). Soft material fractions are
     interpolated like densities by every algorithm. ``progress(fraction)`` is
     called between row blocks; raise SimulationCancelled from it to stop.
+    ``device``: ``auto`` (CUDA when it works, else the CPU, with the reason in
+    ``notes``), ``cuda`` (the GPU or an InputError naming what is missing) or
+    ``cpu``. The GPU runs the default algorithm; ``device_memory_limit`` (bytes)
+    caps what it may use (a larger CT is then projected in slabs).
     ``cpu_kernel`` is ``auto`` (numba when importable), ``numba`` or ``numpy``
     (the fallback, which implements the default algorithm only).
     """
-    if device not in DEVICES:
-        raise InputError(f"Unknown device {device!r}.", "Use --device auto or --device cpu.")
-    if algorithm not in ALGORITHMS:
-        raise InputError(f"Unknown projector algorithm {algorithm!r}.", f"Use one of {', '.join(ALGORITHMS)}.")
+    _check_options(device, algorithm)
     if primary_model is not None and tuple(primary_model.material_names) != tuple(materials.names):
         raise ValueError("primary model and materials list different materials")
     check_source_outside(materials, geometry)
-    notes = []
-    if device == "auto":
-        available, why = cuda_status()
-        if not available:
-            notes.append(why)
+    notes, warnings = [], []
+    if device != "cpu":
+        start = time.perf_counter()
+        on_gpu = _cuda_or_none(materials, [geometry], primary_model, device, algorithm, progress, False,
+                               device_memory_limit, notes, warnings)
+        if on_gpu is not None:
+            line_integrals, primary, backend = on_gpu
+            return Projection(line_integrals=line_integrals[0], material_names=tuple(materials.names),
+                              primary=None if primary is None else primary[0], backend=backend,
+                              algorithm=algorithm, seconds=time.perf_counter() - start, notes=notes,
+                              warnings=warnings)
     use_numba = cpu_kernel == "numba"
     if cpu_kernel == "auto":
         use_numba, why = numba_status()
@@ -107,7 +158,63 @@ def project(materials: MaterialVolume, geometry: DetectorGeometry, *, primary_mo
         line_integrals, primary = _project_numpy(materials, layout, geometry, primary_model, progress)
         backend = "cpu-numpy"
     return Projection(line_integrals=line_integrals, material_names=tuple(materials.names), primary=primary,
-                      backend=backend, algorithm=algorithm, seconds=time.perf_counter() - start, notes=notes)
+                      backend=backend, algorithm=algorithm, seconds=time.perf_counter() - start, notes=notes,
+                      warnings=warnings)
+
+
+def project_batch(materials: MaterialVolume, geometries, *, primary_model: "PrimaryModel | None" = None,
+                  device: str = "auto", algorithm: str = DEFAULT_ALGORITHM, keep_on_device: bool = False,
+                  device_memory_limit: int | None = None, progress=None) -> BatchProjection:
+    """Project many poses of one volume (same detector size): on the GPU in one launch per batch.
+
+    ``keep_on_device``: leave the arrays on the GPU as ``cuda.DeviceArray`` (share them with
+    ``torch.from_dlpack`` / ``cupy.from_dlpack``; ``.get()`` copies to the host). On the CPU, or
+    when the GPU cannot be used, the arrays are numpy (which also supports DLPack).
+    """
+    _check_options(device, algorithm)
+    geometries = list(geometries)
+    if not geometries:
+        raise InputError("No geometry to render.", "Pass a list of one or more DetectorGeometry poses.")
+    shapes = {tuple(g.shape) for g in geometries}
+    if len(shapes) > 1:
+        raise InputError(f"A batch needs one detector size; got {sorted(shapes)} (rows, columns).",
+                         "Render poses with different detector sizes in separate batches.")
+    if primary_model is not None and tuple(primary_model.material_names) != tuple(materials.names):
+        raise ValueError("primary model and materials list different materials")
+    for geometry in geometries:
+        check_source_outside(materials, geometry)
+    notes, warnings = [], []
+    start = time.perf_counter()
+    if device != "cpu":
+        on_gpu = _cuda_or_none(materials, geometries, primary_model, device, algorithm, progress, keep_on_device,
+                               device_memory_limit, notes, warnings)
+        if on_gpu is not None:
+            line_integrals, primary, backend = on_gpu
+            return BatchProjection(line_integrals, tuple(materials.names), primary, backend, algorithm,
+                                   time.perf_counter() - start, notes, warnings)
+    projections = []
+    for index, geometry in enumerate(geometries):
+        step = None if progress is None else (lambda f, i=index: progress((i + f) / len(geometries)))
+        projections.append(project(materials, geometry, primary_model=primary_model, device="cpu",
+                                   algorithm=algorithm, progress=step))
+    first = projections[0]
+    primary = None if first.primary is None else np.stack([p.primary for p in projections])
+    return BatchProjection(np.stack([p.line_integrals for p in projections]), tuple(materials.names), primary,
+                           first.backend, first.algorithm, time.perf_counter() - start,
+                           notes + [n for n in first.notes if n not in notes], warnings)
+
+
+def _cuda_or_none(*args):
+    from .projector_cuda import project_on_gpu
+
+    return project_on_gpu(*args)
+
+
+def _check_options(device, algorithm) -> None:
+    if device not in DEVICES:
+        raise InputError(f"Unknown device {device!r}.", "Use --device auto, --device cpu or --device cuda.")
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"Unknown projector algorithm {algorithm!r}.", f"Use one of {', '.join(ALGORITHMS)}.")
 
 
 def _ray_frame(materials: MaterialVolume, geometry: DetectorGeometry):
@@ -186,4 +293,5 @@ def _project_numpy(materials, layout, geometry, primary_model, progress):
     return line_integrals, primary
 
 
-__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "Projection", "project", "cuda_status", "numba_status", "check_source_outside", "SimulationCancelled"]
+__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "DEVICES", "Projection", "BatchProjection", "project", "project_batch",
+           "cuda_status", "describe_backend", "numba_status", "check_source_outside", "SimulationCancelled"]

@@ -150,7 +150,7 @@ def test_every_ui_control_is_bound_or_is_an_action_button():
     root = ET.parse(UI_FILE).getroot()
     bound = {w for w, _ in _ui_bindings().values()}
     assert bound  # sanity
-    actions = {"simulateButton", "installButton", "centerButton"}
+    actions = {"simulateButton", "installButton", "installGpuButton", "centerButton"}
     inputs = {"qMRMLNodeComboBox", "ctkSliderWidget", "QSpinBox", "QDoubleSpinBox", "QComboBox", "QCheckBox",
               "QLineEdit", "QSlider", "QPushButton"}
     unbound = []

@@ -18,6 +18,7 @@ Modules (import them directly; this file imports nothing):
 ``carm_section``      the C-arm controls besides the bound sliders ("Centre C-arm on CT")
 ``display_section``   the stage selector: stages the last render did not compute are greyed out
 ``install_section``   the accelerators' status line and the "Install accelerators..." flow
+``gpu_section``       the backend of each render (GPU or CPU, and why) and the opt-in "Install CuPy (GPU)..."
 ``dataset_section``   *Generate dataset*: pose ranges, count, stages, folder; progress bar, Cancel, resume
 ``binding``           binding the ``.ui`` widgets to the parameter node (with a tag that can be released)
 ``status``            the panel's status line

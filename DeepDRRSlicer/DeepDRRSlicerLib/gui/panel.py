@@ -75,9 +75,10 @@ def panel_sections() -> list:
     from .carm_section import CArmSection
     from .dataset_section import DatasetSection
     from .display_section import DisplaySection
+    from .gpu_section import GpuSection
     from .install_section import InstallSection
     from .live_section import LiveSection
     from .simulate_section import SimulateSection
 
     # LiveSection last: it may stop the live view or report an error after the others refreshed their states.
-    return [SimulateSection, CArmSection, DisplaySection, InstallSection, DatasetSection, LiveSection]
+    return [SimulateSection, CArmSection, DisplaySection, InstallSection, GpuSection, DatasetSection, LiveSection]
