@@ -308,6 +308,20 @@ class Simulator:
                                 spectrum_summary=self.spectrum_summary, metrics=metrics,
                                 masks={"truncation": truncated})
 
+    def render_batch(self, geometries, *, landmarks=None, keep_on_device: bool = False,
+                     device_memory_limit: int | None = None, progress=None):
+        """Project many poses (one detector size) in one call; on the GPU, in one launch per batch.
+
+        Returns a ``batch.BatchResult``: ``.primary`` (N, H, W) and ``.line_integrals`` (N, M, H, W),
+        numpy arrays or, with ``keep_on_device`` on the GPU, ``cuda.DeviceArray`` shared through DLPack
+        (``torch.from_dlpack(batch.primary)``); ``.result(i)`` is pose i as a SimulationResult.
+        ``device_memory_limit`` (bytes) caps the GPU memory used (larger CTs go in slabs).
+        """
+        from .batch import render_batch
+
+        return render_batch(self, geometries, landmarks=landmarks, keep_on_device=keep_on_device,
+                            device_memory_limit=device_memory_limit, progress=progress)
+
     # ------------------------------------------------------------------ stages after the projector
     def _detector_stages(self, geometry, line_integrals, timings, notes, preview, scatter_progress):
         settings = self.settings
@@ -459,19 +473,6 @@ def _resample(image: np.ndarray, shape: tuple) -> np.ndarray:
     along = np.stack([np.interp(c, np.arange(cols_in), line) for line in image])
     return np.stack([np.interp(r, np.arange(rows_in), along[:, j]) for j in range(cols)], axis=1)
 
-    def render_batch(self, geometries, *, landmarks=None, keep_on_device: bool = False,
-                     device_memory_limit: int | None = None, progress=None):
-        """Project many poses (one detector size) in one call; on the GPU, in one launch per batch.
-
-        Returns a ``batch.BatchResult``: ``.primary`` (N, H, W) and ``.line_integrals`` (N, M, H, W),
-        numpy arrays or, with ``keep_on_device`` on the GPU, ``cuda.DeviceArray`` shared through DLPack
-        (``torch.from_dlpack(batch.primary)``); ``.result(i)`` is pose i as a SimulationResult.
-        ``device_memory_limit`` (bytes) caps the GPU memory used (larger CTs go in slabs).
-        """
-        from .batch import render_batch
-
-        return render_batch(self, geometries, landmarks=landmarks, keep_on_device=keep_on_device,
-                            device_memory_limit=device_memory_limit, progress=progress)
 
 
 def simulate(volume: Volume, geometry: DetectorGeometry, settings: SimulationSettings | None = None,
