@@ -113,6 +113,8 @@ class FluoroStage(enum.Enum):
     TOTAL = "total"
     NOISY = "noisy"
     FINAL = "final"
+    SPR = "spr"
+    SCATTER_RELATIVE_ERROR = "scatter_relative_error"
     LINE_INTEGRAL = "line_integral"
     LINE_INTEGRAL_AIR = "line_integral_air"
     LINE_INTEGRAL_SOFT_TISSUE = "line_integral_soft_tissue"
@@ -135,6 +137,8 @@ class DeepDRRSlicerParameterNode:
     sid, sod - source-to-detector and source-to-isocentre distances in mm.
     detectorPixels, detectorSize - pixels per side and side length (mm) of the square detector.
     kvp - tube voltage.
+    mas, detectorThickness, scatterPhotons, seed, grid - exposure per image, CsI thickness (mm), Monte Carlo
+        photons, seed of the scatter and the noise, anti-scatter grid.
     stage - the stage the Fluoro view shows.
     livePreview - re-render while the C-arm moves.
     materials, densityModel, metal - material decomposition (network/threshold, calibrated/deepdrr, implant metal).
@@ -151,6 +155,11 @@ class DeepDRRSlicerParameterNode:
     detectorPixels: Annotated[int, WithinRange(16, 1536)] = 256
     detectorSize: Annotated[float, WithinRange(50.0, 500.0)] = 298.0
     kvp: Annotated[float, WithinRange(40.0, 150.0)] = 90.0
+    mas: Annotated[float, WithinRange(0.001, 100.0)] = 0.05
+    detectorThickness: Annotated[float, WithinRange(0.1, 2.0)] = 0.6
+    scatterPhotons: Annotated[int, WithinRange(10000, 100000000)] = 200000
+    seed: Annotated[int, WithinRange(0, 1000000)] = 0
+    grid: bool = False
     stage: FluoroStage = FluoroStage.PRIMARY
     livePreview: bool = True
     materials: Annotated[str, Choice(["network", "threshold"])] = "network"

@@ -1,9 +1,10 @@
 """Many poses of one CT in one call: ``Simulator.render_batch`` (dataset generation, training loops).
 
-On the GPU the poses run in one launch and the results can stay on the device
-(``keep_on_device=True``): ``batch.primary`` and ``batch.line_integrals`` are then
-``cuda.DeviceArray``, shared with torch or CuPy through DLPack without a copy
-(``torch.from_dlpack(batch.primary)``). Otherwise they are numpy arrays.
+On the GPU the poses run in one launch and the line integrals can stay on the device
+(``keep_on_device=True``): ``batch.line_integrals`` is then a ``cuda.DeviceArray``, shared with
+torch or CuPy through DLPack without a copy (``torch.from_dlpack(batch.line_integrals)``).
+``batch.primary`` is computed from them on the host with the same detector model as
+``Simulator.render`` (numpy, which DLPack also shares), so both APIs give the same numbers.
 ``batch.result(i)`` gives pose i as a ``SimulationResult`` (numpy, one copy back).
 """
 
@@ -23,7 +24,7 @@ __all__ = ["BatchResult", "render_batch"]
 @dataclass
 class BatchResult:
     geometries: list
-    primary: object               # (N, H, W) float32 I/I0 (polychromatic mode), else None
+    primary: object               # (N, H, W) float32 numpy I/I0 (polychromatic mode), else None
     line_integrals: object        # (N, M, H, W) float32 g/cm2
     material_names: tuple
     landmarks: list | None        # per pose: list of ProjectedLandmark, or None
@@ -77,18 +78,25 @@ def render_batch(simulator, geometries, *, landmarks=None, keep_on_device: bool 
         warn_if_large(estimate_memory(simulator.memory_context((height * len(geometries), width))),
                       f"Rendering {len(geometries)} poses of {width} x {height} pixels")
     timings = dict(simulator.timings)
-    projection = project_batch(simulator.materials, geometries, primary_model=simulator.primary_model,
-                               device=simulator.settings.device, algorithm=simulator.settings.algorithm,
-                               keep_on_device=keep_on_device, device_memory_limit=device_memory_limit,
-                               progress=progress)
+    projection = project_batch(simulator.materials, geometries, device=simulator.settings.device,
+                               algorithm=simulator.settings.algorithm, keep_on_device=keep_on_device,
+                               device_memory_limit=device_memory_limit, progress=progress)
     timings["projector"] = projection.seconds
+    primary = None
+    if simulator.primary_model is not None:
+        # the same detector model as render() (per-pixel air, flat field): one copy of each pose's
+        # line integrals to the host, where the spectral sums run
+        start = time.perf_counter()
+        primary = np.stack([simulator.primary_image(geometry, np.asarray(projection.line_integrals[index]))
+                            for index, geometry in enumerate(geometries)])
+        timings["primary"] = time.perf_counter() - start
     projected = None
     if landmarks is not None:
         start = time.perf_counter()
         landmarks = list(landmarks)
         projected = [project_landmarks(landmarks, geometry) for geometry in geometries]
         timings["landmarks"] = time.perf_counter() - start
-    return BatchResult(geometries=geometries, primary=projection.primary, line_integrals=projection.line_integrals,
+    return BatchResult(geometries=geometries, primary=primary, line_integrals=projection.line_integrals,
                        material_names=projection.material_names, landmarks=projected, timings=timings,
                        backend=projection.backend, notes=list(projection.notes), settings=simulator.settings,
                        warnings=list(projection.warnings), spectrum_summary=simulator.spectrum_summary)

@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, SimulationCancelled
+from .detector import AntiScatterGrid, Detector
 from .geometry import DEFAULT_DETECTOR, DETECTOR_PRESETS, CArm, DetectorGeometry, detector_preset
+from .noise import EXPOSURE_PRESETS
+from .pipeline import DEFAULT_SCATTER_PHOTONS, DEFAULT_SCATTER_SMOOTHING_MM, STAGES
 from .projector import ALGORITHMS, DEFAULT_ALGORITHM
 
 EXIT_INPUT_ERROR = 2
@@ -77,6 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     physics.add_argument("--algorithm", choices=list(ALGORITHMS), default=DEFAULT_ALGORITHM,
                          help="ray casting: joseph (default: smooth trilinear model, one sample per voxel slice), "
                               "siddon (exact paths through blocky voxels) or trilinear (fixed-step march)")
+    stages = sim.add_argument_group("stages, exposure and detector")
+    stages.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated stages to compute and write, among {', '.join(STAGES)} "
+                             "(default: all; scatter or total runs the Monte Carlo; line integrals are always written)")
+    stages.add_argument("--seed", type=int, default=0, help="seed of the scatter Monte Carlo and the noise (default 0)")
+    exposure = stages.add_mutually_exclusive_group()
+    exposure.add_argument("--mas", type=float,
+                          help=f"tube current-time product per image in mAs (default {EXPOSURE_PRESETS['fluoroscopy']:g}, "
+                               "a fluoroscopy frame)")
+    exposure.add_argument("--exposure", choices=sorted(EXPOSURE_PRESETS),
+                          help="preset mAs: " + ", ".join(f"{k} {v:g}" for k, v in EXPOSURE_PRESETS.items()))
+    stages.add_argument("--detector-thickness", type=float, default=0.6, metavar="MM",
+                        help="CsI:Tl scintillator thickness in mm (default 0.6)")
+    stages.add_argument("--electronic-noise", type=float, default=Detector.electronic_noise_keV, metavar="KEV",
+                        help="electronic noise sigma per native 0.194 mm pixel, keV of absorbed energy "
+                             f"(default {Detector.electronic_noise_keV:g}; 0 = off)")
+    stages.add_argument("--detector-blur", type=float, metavar="MM",
+                        help="light-spread sigma in mm (default 0.2 x thickness; 0 = off)")
+    stages.add_argument("--grid", action="store_true", help="fit a focused anti-scatter grid (off by default)")
+    stages.add_argument("--grid-ratio", type=float, default=AntiScatterGrid.ratio, help="grid ratio (default 10)")
+    stages.add_argument("--grid-lines", type=float, default=AntiScatterGrid.strips_per_cm,
+                        help="grid strip density in lines/cm (default 60)")
+    stages.add_argument("--scatter-photons", type=int, default=DEFAULT_SCATTER_PHOTONS,
+                        help=f"Monte Carlo photons (default {DEFAULT_SCATTER_PHOTONS:g})")
+    stages.add_argument("--scatter-smoothing", type=float, default=DEFAULT_SCATTER_SMOOTHING_MM, metavar="MM",
+                        help=f"Gaussian sigma for denoising the scatter, mm at the detector "
+                             f"(default {DEFAULT_SCATTER_SMOOTHING_MM:g})")
+    stages.add_argument("--no-air", action="store_true", help="ignore the air between source and detector")
     sim.add_argument("--out", required=True,
                      help="output folder, created if needed; replaced as a whole when the run completes")
     sim.add_argument("--overwrite", action="store_true",
@@ -173,7 +204,10 @@ class _Progress:
         self.step("materials", 10 + 20 * fraction)
 
     def projector(self, fraction: float) -> None:
-        self.step("projecting", 30 + 60 * fraction)
+        self.step("projecting", 30 + 20 * fraction)
+
+    def scatter(self, fraction: float) -> None:
+        self.step("scatter MC", 50 + 40 * fraction)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -203,10 +237,17 @@ def simulate_command(args) -> int:
             volume = load_volume(ct_path, series=args.series)
             landmarks = load_landmarks(landmarks_path) if landmarks_path is not None else None
             geometry = _geometry(args, volume, landmarks)
+        mas = args.mas if args.mas is not None else EXPOSURE_PRESETS[args.exposure or "fluoroscopy"]
         settings = SimulationSettings(kvp=args.kvp, filtration=parse_filtration(args.filtration), mode=args.mode,
                                       materials=args.materials, device=args.device, algorithm=args.algorithm,
                                       density_model=args.density_model, metal=args.metal,
-                                      materials_cache=None if args.materials_cache is None else str(args.materials_cache))
+                                      materials_cache=None if args.materials_cache is None else str(args.materials_cache),
+                                      stages=args.stages, mas=mas, seed=args.seed,
+                                      detector_thickness_mm=args.detector_thickness,
+                                      electronic_noise_keV=args.electronic_noise, detector_blur_mm=args.detector_blur,
+                                      grid=args.grid, grid_ratio=args.grid_ratio, grid_lines_per_cm=args.grid_lines,
+                                      scatter_photons=args.scatter_photons,
+                                      scatter_smoothing_mm=args.scatter_smoothing, air=not args.no_air)
         settings.validate()
         progress.step("materials", 10)
         load_seconds = time.perf_counter() - start
@@ -219,7 +260,8 @@ def simulate_command(args) -> int:
             warnings.simplefilter("ignore", MemoryWarning)  # checked above for the whole run, writing included
             simulator = Simulator(volume, settings, progress=progress.materials)
             progress.step("projecting", 30)
-            result = simulator.render(geometry, landmarks=landmarks, progress=progress.projector)
+            result = simulator.render(geometry, landmarks=landmarks, progress=progress.projector,
+                                      scatter_progress=progress.scatter)
         result.timings = {"read_ct": load_seconds, **result.timings}
         progress.step("writing", 92)
         write_start = time.perf_counter()
@@ -236,6 +278,14 @@ def simulate_command(args) -> int:
     print(f"wrote {', '.join(result.stages)} to {target.path} ({result.backend}, "
           f"projector {result.timings['projector']:.2f} s, total {time.perf_counter() - start:.2f} s, "
           f"writing {time.perf_counter() - write_start:.2f} s{visible})")
+    metrics = result.metrics
+    if metrics.get("spr_center") is not None and "photons" in metrics.get("scatter", {}):
+        print(f"scatter-to-primary ratio {metrics['spr_center']:.3f} at the centre, "
+              f"{metrics['scatter']['photons']:.3g} photons in {metrics['scatter']['seconds']:.1f} s, "
+              f"relative error {metrics['scatter']['relative_error_median']:.1%} (median)")
+    if metrics.get("photons_per_pixel_median_in_body") is not None:
+        print(f"{metrics['mas']:g} mAs: {metrics['photons_per_pixel_median_in_body']:.0f} absorbed photons per pixel "
+              f"behind the patient (median), {metrics['photons_per_pixel_open_field_center']:.0f} in the open field")
     for note in [*result.notes, *target.notes]:
         say.note(note)
     for warning in result.warnings:

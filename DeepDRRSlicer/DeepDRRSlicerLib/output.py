@@ -20,9 +20,16 @@ from .errors import InputError, describe
 from .pipeline import SimulationResult
 
 
+#: Stages shown on a linear scale: ``final`` is already windowed to [0, 1] (noise.final_image); scatter
+#: maps (more scatter brighter) from their minimum to their 99.5th percentile.
+_FIXED_WINDOW_STAGES = {"final": (0.0, 1.0)}
+_LINEAR_STAGES = ("scatter", "spr", "scatter_relative_error")
+
+
 def is_detector_signal(stage: str) -> bool:
-    """Whether a stage is a detector signal (I/I0: dense matter dark), not a line integral (more matter brighter)."""
-    return not stage.startswith("line_integral")
+    """Whether a stage is a detector signal shown logarithmically (I/I0: dense matter dark), not a line
+    integral (more matter brighter), the windowed ``final`` image or a scatter map (linear)."""
+    return not (stage.startswith("line_integral") or stage in _FIXED_WINDOW_STAGES or stage in _LINEAR_STAGES)
 
 
 def _window(stage: str, image: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -30,6 +37,11 @@ def _window(stage: str, image: np.ndarray) -> tuple[np.ndarray, float, float]:
     window, the 1-99 percentile range is taken over the central 70 % of the field, from the pixels whose
     rays crossed the patient."""
     image = np.asarray(image, dtype=np.float64)
+    if stage in _FIXED_WINDOW_STAGES:
+        return image, *_FIXED_WINDOW_STAGES[stage]
+    if stage in _LINEAR_STAGES:
+        low, high = float(image.min()), float(np.percentile(image, 99.5))
+        return image, low, (high if high > low else low + 1.0)
     if not is_detector_signal(stage):
         values = image
         in_body = values > 0.02 * values.max()
@@ -353,7 +365,8 @@ def _write_files(result: SimulationResult, out: Path, parameters: dict | None) -
     result.geometry.save(out / "geometry.json")
     written.append("geometry.json")
     if result.landmarks is not None:
-        main_stage = "primary" if "primary" in result.stages else "line_integral"
+        main_stage = next((s for s in ("final", "primary", "line_integral") if s in result.stages),
+                          next(iter(result.stages)))
         write_landmarks_csv(result.landmarks, out / "landmarks.csv")
         write_landmarks_json(result.landmarks, result.geometry, out / "landmarks.json")
         base = previews[main_stage]

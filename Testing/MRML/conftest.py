@@ -8,6 +8,9 @@ and landmarks are read with Slicer's own readers (see ``mrml_helpers``).
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("DEEPDRR_SCATTER_PHOTONS", "5000")   # few Monte Carlo photons in CI
 import pytest
 
 
@@ -53,7 +56,10 @@ def scheduler():
 def logic(scene, scheduler):
     from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
 
-    logic = DeepDRRLogic(scene, scheduler)
+    from DeepDRRSlicerLib.pipeline import SimulationSettings
+
+    # few Monte Carlo photons: every stage is computed, fast (the scatter physics is tested in Testing/Python)
+    logic = DeepDRRLogic(scene, scheduler, settings=SimulationSettings(scatter_photons=5_000))
     yield logic
     logic.stop_live()
 

@@ -229,7 +229,9 @@ def test_script_moves_render_at_once_without_a_timer(scene, ct_node):
     """With the default scheduler (no timers: scripts), each move renders synchronously."""
     from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
 
-    logic = DeepDRRLogic(scene)
+    from DeepDRRSlicerLib.pipeline import SimulationSettings
+
+    logic = DeepDRRLogic(scene, settings=SimulationSettings(stages=("primary",)))
     center = logic.volume_for(ct_node).center_ras()
     output = logic.simulate(ct_node, carm_at(center), stages="primary", live=True)
     local = _local_matrix(output.transform_node)

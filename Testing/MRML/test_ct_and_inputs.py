@@ -43,7 +43,7 @@ def test_ct_node_gives_the_same_image_as_the_engine_on_the_file(logic, ct_node):
     np.testing.assert_array_equal(from_node.hu, from_file.hu)
 
     carm = carm_at(from_file.center_ras(), alpha=20.0, beta=-10.0)
-    direct = Simulator(from_file).render(carm.geometry())
+    direct = Simulator(from_file, logic.settings).render(carm.geometry())
     output = logic.simulate(ct_node, carm)
     assert set(output.stage_nodes) == set(direct.stages)
     for stage, image in direct.stages.items():

@@ -64,8 +64,11 @@ def test_stage_selection(logic, scene, ct_node, ct_center):
     output = logic.simulate(ct_node, carm_at(ct_center), stages=["line_integral_bone"])
     assert output.stages == ("line_integral_bone",)
     assert output.display_stage == "line_integral_bone"
+    from DeepDRRSlicerLib.pipeline import SimulationSettings
+
     with pytest.raises(InputError, match="'scatter'.*were not computed.*primary"):
-        logic.simulate(ct_node, carm_at(ct_center), stages=["primary", "scatter"])
+        logic.simulate(ct_node, carm_at(ct_center), stages=["primary", "scatter"],
+                       settings=SimulationSettings(stages=("primary",)))
 
 
 def test_fluoro_view_shows_the_image_like_a_radiograph(logic, scene, ct_node, ct_center):
@@ -155,7 +158,7 @@ def test_detector_signals_are_shown_through_a_log_companion(logic, scene, ct_nod
     from DeepDRRSlicerLib.mrml.output_nodes import fluoro_display_node
     from DeepDRRSlicerLib.output import auto_window
 
-    output = logic.simulate(ct_node, carm_at(ct_center, alpha=20.0))
+    output = logic.simulate(ct_node, carm_at(ct_center, alpha=20.0), display_stage="primary")
     primary = output.node("primary")
     shown = fluoro_display_node(scene, primary)
     assert shown is not primary

@@ -32,7 +32,8 @@ class _Stage(enum.Enum):  # the module file's FluoroStage has these values (a te
 
 def _parameters(**changes):
     fields = dict(ct=None, landmarks=None, carmTransform=None, alpha=0.0, beta=0.0, sid=1020.0, sod=530.0,
-                  detectorPixels=48, detectorSize=298.0, kvp=90.0,
+                  detectorPixels=48, detectorSize=298.0, kvp=90.0, mas=0.05,
+                  detectorThickness=0.6, scatterPhotons=5_000, seed=0, grid=False,
                   stage=_Stage.PRIMARY, livePreview=True)
     fields.update(changes)
     return SimpleNamespace(**fields)
@@ -43,6 +44,25 @@ def test_setup_and_settings_follow_the_fields():
     assert (setup.sid_mm, setup.sod_mm, setup.detector_pixels, setup.detector_size_mm) == (900.0, 600.0, 64, 200.0)
     assert panel_parameters.simulation_settings(_parameters(kvp=70.0)).kvp == 70.0
     assert panel_parameters.simulation_settings(_parameters()).algorithm == DEFAULT_ALGORITHM == "joseph"
+    settings = panel_parameters.simulation_settings(_parameters(mas=1.0, detectorThickness=0.8, scatterPhotons=20_000,
+                                                                seed=7, grid=True))
+    assert (settings.mas, settings.detector_thickness_mm, settings.scatter_photons, settings.seed, settings.grid) == (
+        1.0, 0.8, 20_000, 7, True)
+
+
+def test_a_still_live_pose_gets_its_scatter_from_a_worker_thread(scene, logic, scheduler, ct_node, ct_center):
+    """Moving the C-arm shows the previous scatter at once; the pose's own Monte Carlo runs on a worker
+    thread and, when it is done, the pose is shown again with it (one scatter refresh)."""
+    transform = create_carm_transform(scene, pose=pose_from_angles(0.0, 0.0, ct_center))
+    parameters = _parameters(ct=ct_node, carmTransform=transform, stage=_Stage.FINAL)
+    first = panel_parameters.simulate_from_parameters(logic, parameters)
+    assert "mc_primary_over_analytic" in first.result.metrics["scatter"]     # the first image ran the MC
+    logic.set_carm_angles(transform, 30.0, 0.0)
+    scheduler.run_pending()
+    assert logic.stats["scatter_jobs"] == 1 and logic.stats["scatter_refreshes"] == 1
+    latest = logic.render_now()
+    assert "mc_primary_over_analytic" in latest.result.metrics["scatter"]    # its own scatter, from the cache
+    assert not any("preview" in note for note in latest.result.notes)
 
 
 def test_bad_distances_are_explained():

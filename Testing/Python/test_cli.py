@@ -20,7 +20,7 @@ from DeepDRRSlicerLib.resources import sample_ct_path, sample_landmarks_path
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     digest = hashlib.sha256(sample_ct_path().read_bytes()).hexdigest()
-    code = main(["simulate", "--out", str(out), "--size", "160", "128", "--quiet"])
+    code = main(["simulate", "--out", str(out), "--size", "160", "128", "--scatter-photons", "50000", "--quiet"])
     assert code == 0
     assert hashlib.sha256(sample_ct_path().read_bytes()).hexdigest() == digest  # input untouched
     return out
@@ -28,22 +28,35 @@ def demo_run(tmp_path_factory):
 
 def test_cli_writes_every_stage(demo_run):
     out = demo_run
-    stages = ["primary", "line_integral_air", "line_integral_soft_tissue", "line_integral_bone"]
+    stages = ["primary", "scatter", "total", "noisy", "final", "spr", "scatter_relative_error", "line_integral_air",
+              "line_integral_soft_tissue", "line_integral_bone"]
     for stage in stages:
         image = np.load(out / f"{stage}.npy")
         assert image.dtype == np.float32 and image.shape == (128, 160)
         assert (out / f"{stage}.png").stat().st_size > 1000
     primary = np.load(out / "primary.npy")
     assert 0 < primary.min() and primary.max() <= 1.0
-    # the fused kernel's primary equals Beer-Lambert applied afterwards to the saved line integrals
+    # the primary is Beer-Lambert of the saved line integrals, seen by the CsI panel through the air,
+    # divided by the flat field
+    from DeepDRRSlicerLib.detector import Detector, pixel_geometry
     from DeepDRRSlicerLib.primary import PrimaryModel
     from DeepDRRSlicerLib.spectrum import tube_spectrum
+    from DeepDRRSlicerLib.volume import load_volume
 
     names = tuple(json.loads((out / "summary.json").read_text())["materials"])   # the decomposition's materials
     assert {"air", "soft_tissue", "bone"} <= set(names)
     integrals = np.stack([np.load(out / f"line_integral_{name}.npy") for name in names])
-    model = PrimaryModel.for_spectrum(tube_spectrum(90.0, {"Al": 3.3}), names)
-    assert np.allclose(primary, model.transmission(integrals), rtol=1e-4, atol=1e-7)
+    model = PrimaryModel.for_spectrum(tube_spectrum(90.0, {"Al": 3.3}), names, detector=Detector())
+    volume = load_volume(sample_ct_path())
+    geometry = DetectorGeometry.load(out / "geometry.json")
+    pixels = pixel_geometry(geometry, volume.ijk_to_ras, volume.hu.shape)
+    weights = model.signal_weights()[:1]
+    expected = (model.spectral_sums(integrals, pixels.air_outside_box_g_cm2(), weights)[0]
+                / model.spectral_sums(np.zeros((0, 128, 160), np.float32), pixels.air_flat_g_cm2(), weights)[0])
+    assert np.allclose(primary, expected, rtol=1e-5, atol=1e-8)
+    # and without air and detector it would differ (the air and CsI terms are not negligible)
+    ideal = PrimaryModel.for_spectrum(tube_spectrum(90.0, {"Al": 3.3}), names).transmission(integrals)
+    assert np.median(np.abs(ideal / primary - 1)) > 0.005
     assert not (out / "line_integral.npy").exists()
 
 

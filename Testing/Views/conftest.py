@@ -8,6 +8,9 @@ is skipped and the reason printed (``-ra``). In CI the layer is required
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("DEEPDRR_SCATTER_PHOTONS", "5000")   # few Monte Carlo photons in CI
 import pytest
 
 
@@ -33,7 +36,10 @@ def scheduler():
 def logic(views, scheduler):
     from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
 
-    logic = DeepDRRLogic(views.scene, scheduler)
+    from DeepDRRSlicerLib.pipeline import SimulationSettings
+
+    # few Monte Carlo photons: every stage is computed, fast (the scatter physics is tested in Testing/Python)
+    logic = DeepDRRLogic(views.scene, scheduler, settings=SimulationSettings(scatter_photons=5_000))
     yield logic
     logic.stop_live()
 

@@ -132,7 +132,7 @@ def test_stage_selector_switches_the_rendered_image(views, logic, ct_node):
     transform = logic.carm_transform(ct_node=ct_node)
     parameters = SimpleNamespace(ct=ct_node, landmarks=None, carmTransform=transform, sid=1020.0, sod=530.0,
                                  detectorPixels=64, detectorSize=DETECTOR_SIDE_MM, kvp=90.0,
-                                 livePreview=True,
+                                 livePreview=True, mas=0.002,   # visible noise
                                  stage=SimpleNamespace(value="primary"))
     logic.set_carm_angles(transform, 30.0, 0.0)
     output = panel_parameters.simulate_from_parameters(logic, parameters)
@@ -147,9 +147,11 @@ def test_stage_selector_switches_the_rendered_image(views, logic, ct_node):
         picture = views.fluoro.render()
         _assert_view_shows(views.fluoro, output.node(stage), output.result.stages[stage], picture)
         pictures[stage] = picture
+    # "final" is the noisy frame after -log, windowed like the monitor: by design it shows what "noisy" shows
+    same_picture = {frozenset(("noisy", "final"))}
     for first in stages:
         for second in stages:
-            if first < second:
+            if first < second and frozenset((first, second)) not in same_picture:
                 assert changed(pictures[first], pictures[second]).mean() > 0.2, f"{first} and {second} look alike"
 
 

@@ -51,7 +51,7 @@ def test_moving_the_carm_rerenders_the_fluoro_view_with_the_new_pose(views, logi
     output.landmarks_node.GetDisplayNode().SetVisibility(False)  # compare the image alone
     after = views.fluoro.render()
     geometry = geometry_from_pose(moved, carm.sid_mm, carm.sod_mm, PIXELS, PIXELS, carm.pixel_spacing_mm)
-    fresh = Simulator(volume_from_node(ct_node), SimulationSettings()).render(geometry).stages["primary"]
+    fresh = Simulator(volume_from_node(ct_node), SimulationSettings(stages=("primary",))).render(geometry).stages["primary"]
     np.testing.assert_allclose(slicer.util.arrayFromVolume(node)[0], fresh, rtol=1e-5, atol=1e-7)
     shown = fluoro_display_node(views.scene, node)   # log(I/I0), as a C-arm monitor shows it
     assert views.fluoro.composite_node.GetBackgroundVolumeID() == shown.GetID()

@@ -12,7 +12,7 @@ from slicer.i18n import tr as _
 from ..mrml.stages import KNOWN_STAGES
 from .panel import PanelSection
 
-__all__ = ["DisplaySection", "enable_stage_choices", "render_message"]
+__all__ = ["DisplaySection", "enable_stage_choices", "physics_summary", "render_message"]
 
 
 def enable_stage_choices(combo_box, computed_stages) -> None:
@@ -34,7 +34,26 @@ def render_message(output, wanted_stage=None) -> str:
         stage=output.display_stage, width=width, height=height, kind=kind, seconds=output.seconds)
     if wanted_stage is not None and wanted_stage != output.display_stage:
         message += " " + _("('{wanted}' is not computed by this version)").format(wanted=wanted_stage)
+    metrics = getattr(getattr(output, "result", None), "metrics", None) or {}
+    for text in physics_summary(metrics):
+        message += " · " + text
     return message
+
+
+def physics_summary(metrics: dict) -> list:
+    """Short texts for the status line: scatter-to-primary ratio and photons per pixel (see pipeline metrics)."""
+    texts = []
+    if metrics.get("spr_center") is not None:
+        scatter = metrics.get("scatter") or {}
+        if "relative_error_median" in scatter:
+            texts.append(_("SPR {spr:.2f} (MC ±{error:.0%})").format(spr=metrics["spr_center"],
+                                                                    error=scatter["relative_error_median"]))
+        else:
+            texts.append(_("SPR {spr:.2f} (scatter of the last still pose)").format(spr=metrics["spr_center"]))
+    if metrics.get("photons_per_pixel_median_in_body") is not None:
+        texts.append(_("{photons:.0f} photons/pixel at {mas:g} mAs").format(
+            photons=metrics["photons_per_pixel_median_in_body"], mas=metrics.get("mas", 0.0)))
+    return texts
 
 
 class DisplaySection(PanelSection):

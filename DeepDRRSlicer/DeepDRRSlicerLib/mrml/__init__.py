@@ -17,9 +17,6 @@ the engine never pulls in ``slicer``):
 ``scheduler``       coalescing bursts of modification events (timers are injected)
 ``logic``           ``DeepDRRLogic``: the Python console API and the live update loop
 ``dependencies``    the module's Python requirements: check and install on request
-<<<<<<< HEAD
 ``dataset_logic``   *Generate dataset*: scene nodes -> the engine's dataset generator
-=======
 ``panel_parameters`` the module panel's parameters -> C-arm set-up and engine settings
->>>>>>> main
 """

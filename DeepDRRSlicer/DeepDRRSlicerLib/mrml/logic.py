@@ -129,9 +129,9 @@ class _LiveSession:
 
 
 def _settings_key(settings: SimulationSettings) -> tuple:
-    return (float(settings.kvp), tuple(sorted((str(k), float(v)) for k, v in settings.filtration.items())),
-            settings.mode, settings.materials, settings.device, settings.algorithm, settings.density_model,
-            settings.metal)
+    from dataclasses import asdict
+
+    return tuple(sorted((name, repr(value)) for name, value in asdict(settings).items()))
 
 
 class DeepDRRLogic:
@@ -167,6 +167,7 @@ class DeepDRRLogic:
         self._live: _LiveSession | None = None
         self._setting_pose = False   # the pose is being set on request: do not echo it to pose listeners
         self._quiet = False          # the pose is being set by simulate(): no live render for it
+        self._scatter_job = None     # the scatter Monte Carlo running on a worker thread for a live pose
 
     # ------------------------------------------------------------------ caches
     def volume_for(self, ct_node) -> Volume:
@@ -442,7 +443,7 @@ class DeepDRRLogic:
     def _choose_display_stage(stages: tuple, wanted: str | None) -> str:
         if wanted in stages:
             return wanted
-        for fallback in ("final", "primary", "line_integral"):
+        for fallback in ("primary", "final", "line_integral"):   # the panel's default stage first
             if fallback in stages:
                 return fallback
         return stages[0]
@@ -649,19 +650,19 @@ class DeepDRRLogic:
         if node is not None:
             node.RemoveAllControlPoints()
 
-    def _render_live(self, preview: bool) -> None:
+    def _render_live(self, preview: bool, scatter_refresh: bool = False) -> None:
         session = self._live
         if session is None or not session.enabled:
             return
         try:
-            output = self._render(session, preview=preview)
+            output = self._render(session, preview=preview, scatter_refresh=scatter_refresh)
         except Exception as error:  # a timer callback: report, never raise
             self._report(error)
             return
         for listener in list(self.render_listeners):
             listener(output)
 
-    def _render(self, session: _LiveSession, preview: bool) -> SimulationOutput:
+    def _render(self, session: _LiveSession, preview: bool, scatter_refresh: bool = False) -> SimulationOutput:
         started = time.perf_counter()
         simulator = self.simulator_for(session.ct_node, session.settings)
         geometry = session.setup.geometry(pose_of(session.transform_node), preview=preview)
@@ -671,8 +672,15 @@ class DeepDRRLogic:
             landmarks = None
             self._clear_projected(session)
             self._report(error)
-        result = simulator.render(geometry, landmarks=landmarks)
-        self.stats["previews" if preview else "renders"] += 1
+        # Scatter: a still pose whose Monte Carlo is not cached shows the last scatter at once and runs the
+        # MC on a worker thread (the kernel releases the GIL, the panel stays responsive); when it is done
+        # the pose is rendered again, now with its own scatter. Previews never run it.
+        deferred = (not preview and not self.scheduler.synchronous and simulator.settings.wants_scatter()
+                    and not simulator.scatter_ready(geometry))
+        result = simulator.render(geometry, landmarks=landmarks, preview=preview or deferred)
+        if deferred and not simulator.scatter_ready(geometry):
+            self._start_scatter(simulator, geometry)
+        self.stats["previews" if preview else ("scatter_refreshes" if scatter_refresh else "renders")] += 1
         stages = self._choose_stages(result, session.stages)
         display = self._choose_display_stage(stages, session.display_stage)
         size = _detector_size(geometry)
@@ -685,6 +693,42 @@ class DeepDRRLogic:
         session.last_output = output
         output.seconds = time.perf_counter() - started
         return output
+
+    def _start_scatter(self, simulator, geometry) -> None:
+        import threading
+
+        job = self._scatter_job
+        if job is not None and job["thread"].is_alive() and job["geometry"] is geometry:
+            return
+        job = {"geometry": geometry, "simulator": simulator, "error": None}
+
+        def work():
+            try:
+                simulator.prepare_scatter(geometry)
+            except Exception as error:  # reported on the main thread by the poll
+                job["error"] = error
+
+        job["thread"] = threading.Thread(target=work, name="DeepDRR scatter", daemon=True)
+        self._scatter_job = job
+        job["thread"].start()
+        self.stats["scatter_jobs"] += 1
+        self._schedule("scatter", 0.2, self._poll_scatter, restart=True)
+
+    def _poll_scatter(self) -> None:
+        job = self._scatter_job
+        if job is None:
+            return
+        job["thread"].join(timeout=0.02)   # a short wait: a virtual-time scheduler polls without pause
+        if job["thread"].is_alive():
+            self._schedule("scatter", 0.2, self._poll_scatter, restart=True)
+            return
+        self._scatter_job = None
+        if job["error"] is not None:
+            self._report(job["error"])
+            return
+        session = self._live
+        if session is not None and session.last_geometry is job["geometry"]:
+            self._render_live(preview=False, scatter_refresh=True)
 
     def _report(self, error: Exception) -> None:
         if not isinstance(error, (InputError, SimulationCancelled)):

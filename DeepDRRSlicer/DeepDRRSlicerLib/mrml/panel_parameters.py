@@ -7,9 +7,10 @@ and turn them into the C-arm set-up and the engine settings. A new panel
 parameter that changes the simulation is mapped here, where CI can test it.
 
 Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
-``detectorPixels``, ``detectorSize``, ``kvp``, ``livePreview``; ``stage`` (an enum whose ``value``
-is a stage name); ``materials``, ``densityModel``, ``metal`` and ``materialSegmentation`` (read with
-defaults, so parameter nodes saved before they existed still work). The projector is the engine's default
+``detectorPixels``, ``detectorSize``, ``kvp``, ``mas``, ``detectorThickness``, ``scatterPhotons``,
+``seed``, ``grid``, ``livePreview``; ``stage`` (an enum whose ``value`` is a stage name); ``materials``,
+``densityModel``, ``metal`` and ``materialSegmentation``. Optional fields are read with the engine's
+defaults, so parameter nodes saved before they existed still work. The projector is the engine's default
 (smooth at any CT resolution and the fastest), so the panel has no algorithm choice.
 """
 
@@ -30,10 +31,17 @@ def carm_setup(parameters) -> CArmSetup:
 
 def simulation_settings(parameters) -> SimulationSettings:
     """The engine's physics settings of the panel."""
+    defaults = SimulationSettings()
     return SimulationSettings(kvp=float(parameters.kvp),
-                              materials=str(getattr(parameters, "materials", None) or "network"),
-                              density_model=str(getattr(parameters, "densityModel", None) or "calibrated"),
-                              metal=str(getattr(parameters, "metal", None) or "titanium"))
+                              materials=str(getattr(parameters, "materials", None) or defaults.materials),
+                              density_model=str(getattr(parameters, "densityModel", None) or defaults.density_model),
+                              metal=str(getattr(parameters, "metal", None) or defaults.metal),
+                              mas=float(getattr(parameters, "mas", defaults.mas)),
+                              detector_thickness_mm=float(getattr(parameters, "detectorThickness",
+                                                                  defaults.detector_thickness_mm)),
+                              scatter_photons=int(getattr(parameters, "scatterPhotons", defaults.scatter_photons)),
+                              seed=int(getattr(parameters, "seed", defaults.seed)),
+                              grid=bool(getattr(parameters, "grid", defaults.grid)))
 
 
 def apply_material_segmentation(logic, parameters) -> None:

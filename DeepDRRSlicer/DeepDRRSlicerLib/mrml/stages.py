@@ -1,10 +1,10 @@
 """Names of the simulation stages the module can show (standard library only).
 
 The engine decides which stages it computes (``SimulationResult.stages``):
-today "primary" (or "line_integral" in line-integral mode) and one
-"line_integral_<material>" per material. Scatter, total, noisy and final are
-the later stages of the pipeline; the module lists them so that they appear
-in the stage selector as soon as the engine produces them.
+"primary", "scatter", "total", "noisy" and "final" as chosen in its
+settings, "spr" and "scatter_relative_error" with the scatter, and one
+"line_integral_<material>" per material ("line_integral" in line-integral
+mode). The selector greys out what the last render did not compute.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ KNOWN_STAGES = (
     "total",
     "noisy",
     "final",
+    "spr",
+    "scatter_relative_error",
     "line_integral",
     "line_integral_air",
     "line_integral_soft_tissue",
@@ -26,10 +28,12 @@ KNOWN_STAGES = (
 
 _TITLES = {
     "primary": "primary (I/I0)",
-    "scatter": "scatter",
+    "scatter": "scatter (I/I0, Monte Carlo)",
     "total": "total (primary + scatter)",
-    "noisy": "noisy",
-    "final": "final",
+    "noisy": "noisy (one detector frame)",
+    "final": "final (-log, windowed)",
+    "spr": "scatter-to-primary ratio",
+    "scatter_relative_error": "scatter relative error (Monte Carlo)",
     "line_integral": "line integral, all materials (g/cm2)",
 }
 
