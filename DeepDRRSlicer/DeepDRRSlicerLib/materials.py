@@ -344,7 +344,7 @@ def _decomposition_memory(context) -> list:
     working = 8 * context.n_materials * min(CHUNK_VOXELS, context.voxels)   # measured: ~2 float32 copies
     if context.extra.get("network"):
         working += 12 * context.voxels + 64 * 2**20   # class probabilities (float32) + inference buffers
-    return [MemoryItem("material composition and network (temporary)", working, held=False)]
+    return [MemoryItem("material composition and network (temporary)", working, held=False, step="materials")]
 
 
 def _register_memory_term() -> None:

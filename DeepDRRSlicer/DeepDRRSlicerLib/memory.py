@@ -2,9 +2,12 @@
 
 An estimate is a list of items, each an array (or group of arrays) with its
 size in bytes and whether it stays allocated (``held``) or exists only while
-one step runs (``peak``, the largest transient of that step). The total is
-every held item plus the largest step peak, which is what the process needs at
-its worst moment.
+one step runs (``peak``, the largest transient of that step). Items name the
+step that allocates them (``STEPS``, in run order): a transient only coincides
+with the held items of its own and earlier steps (the network's buffers are
+gone before the projector's voxel layout exists). The total is the worst step:
+its transient plus everything held by then, which is what the process needs at
+its worst moment. An item without a step counts at every step.
 
 Stages add their own items: write a function ``term(context) -> list[MemoryItem]``
 and register it with :func:`register_memory_term` (e.g. a scatter stage adds its
@@ -36,11 +39,20 @@ class MemoryWarning(UserWarning):
     """A simulation will use a large share of the memory available."""
 
 
+#: The steps of a run, in order: decomposing the CT, projecting, the detector stages, writing files.
+STEPS = ("materials", "projector", "detector", "writing")
+
+
 @dataclass(frozen=True)
 class MemoryItem:
     name: str
     bytes: int
     held: bool = True   # stays allocated for the rest of the run; False: only during its step
+    step: str | None = None   # the step (STEPS) that allocates it; None: counts at every step
+
+    def __post_init__(self):
+        if self.step is not None and self.step not in STEPS:
+            raise ValueError(f"unknown memory step {self.step!r}; one of {STEPS}")
 
 
 @dataclass(frozen=True)
@@ -81,22 +93,34 @@ class MemoryContext:
 class MemoryEstimate:
     items: list = field(default_factory=list)
 
-    def add(self, name: str, nbytes: float, held: bool = True) -> None:
-        self.items.append(MemoryItem(name, int(max(0, nbytes)), held))
+    def add(self, name: str, nbytes: float, held: bool = True, step: str | None = None) -> None:
+        self.items.append(MemoryItem(name, int(max(0, nbytes)), held, step))
 
     @property
     def held_bytes(self) -> int:
         return sum(item.bytes for item in self.items if item.held)
 
+    def held_by(self, step: str | None) -> int:
+        """Bytes held while ``step`` runs: held items of that step and earlier ones (None: all of them)."""
+        if step is None:
+            return self.held_bytes
+        last = STEPS.index(step)
+        return sum(item.bytes for item in self.items
+                   if item.held and (item.step is None or STEPS.index(item.step) <= last))
+
+    def _at_peak(self, item: MemoryItem) -> int:
+        return self.held_by(item.step) + item.bytes
+
     @property
     def peak_item(self) -> MemoryItem | None:
+        """The transient of the worst moment (the one with the most memory in use while it exists)."""
         transient = [item for item in self.items if not item.held]
-        return max(transient, key=lambda item: item.bytes) if transient else None
+        return max(transient, key=self._at_peak) if transient else None
 
     @property
     def total(self) -> int:
         peak = self.peak_item
-        return self.held_bytes + (peak.bytes if peak else 0)
+        return max(self.held_bytes, self._at_peak(peak)) if peak else self.held_bytes
 
     def largest(self, count: int = 3) -> list:
         return sorted(self.items, key=lambda item: item.bytes, reverse=True)[:count]
@@ -128,39 +152,39 @@ def _volume_and_materials(c: MemoryContext) -> list:
     v = c.voxels
     items = [MemoryItem("CT voxels (float32)", 4 * v)]
     if c.materials_ready:
-        items.append(MemoryItem("density and labels", 5 * v))
+        items.append(MemoryItem("density and labels", 5 * v, step="materials"))
         if c.soft_fractions:
-            items.append(MemoryItem("material fractions", 4 * c.n_materials * v))
+            items.append(MemoryItem("material fractions", 4 * c.n_materials * v, step="materials"))
     else:
-        items.append(MemoryItem("density and labels", 5 * v))
+        items.append(MemoryItem("density and labels", 5 * v, step="materials"))
         # hu_to_density: two float32 fits and their minimum exist at once
-        items.append(MemoryItem("material decomposition (temporary)", 12 * v, held=False))
+        items.append(MemoryItem("material decomposition (temporary)", 12 * v, held=False, step="materials"))
         if c.soft_fractions:
-            items.append(MemoryItem("material fractions", 4 * c.n_materials * v))
+            items.append(MemoryItem("material fractions", 4 * c.n_materials * v, step="materials"))
     # the projector's voxel layout (projector_voxels), one voxel of padding on every side, read by both
     # kernels: packed labels (4 bytes) or per-material density channels (4 bytes per material)
     padded = math.prod(int(n) + 2 for n in c.volume_shape)
     layout = 4 * c.n_materials * padded if c.soft_fractions else 4 * padded
-    items.append(MemoryItem("voxel layout for the projector", layout))
+    items.append(MemoryItem("voxel layout for the projector", layout, step="projector"))
     if not c.packed_ready:
         # padded density, labels and mixed-block flags, or one padded channel at a time
         items.append(MemoryItem("building the voxel layout (temporary)", (8 if c.soft_fractions else 10) * padded,
-                                held=False))
+                                held=False, step="projector"))
     return items
 
 
 def _projector(c: MemoryContext) -> list:
     p, m = c.pixels, c.n_materials
-    items = [MemoryItem("line integrals per material (float32)", 4 * m * p)]
+    items = [MemoryItem("line integrals per material (float32)", 4 * m * p, step="projector")]
     if c.mode == "polychromatic":
-        items.append(MemoryItem("primary image (float32)", 4 * p))
+        items.append(MemoryItem("primary image (float32)", 4 * p, step="projector"))
     if c.kernel == "numpy":
-        items.append(MemoryItem("pixel centres (float64)", 24 * p))
+        items.append(MemoryItem("pixel centres (float64)", 24 * p, step="projector"))
         transient = _NUMPY_BLOCK_SAMPLES * _NUMPY_BYTES_PER_SAMPLE
         if c.mode == "polychromatic":
             # Beer-Lambert over all pixels at once: float64 line integrals, exponent and exp, (E, H, W) each
             transient = max(transient, 8 * m * p + 16 * c.n_energies * p)
-        items.append(MemoryItem("projector working memory (temporary)", transient, held=False))
+        items.append(MemoryItem("projector working memory (temporary)", transient, held=False, step="projector"))
     return items
 
 
@@ -169,18 +193,19 @@ def _stages_and_writing(c: MemoryContext) -> list:
     stages = c.stages()
     # the truncation mask (float32, kept in the result) and, while it is computed, a boolean mask and the
     # ray arithmetic of one block of 65536 rays (truncation.py)
-    items = [MemoryItem("truncation mask (float32)", 4 * p),
-             MemoryItem("truncation mask rays (temporary)", p + 65536 * 400, held=False)]
+    items = [MemoryItem("truncation mask (float32)", 4 * p, step="projector"),
+             MemoryItem("truncation mask rays (temporary)", p + 65536 * 400, held=False, step="projector")]
     if c.mode != "polychromatic":
-        items.append(MemoryItem("total line integral (float32)", 4 * p))
+        items.append(MemoryItem("total line integral (float32)", 4 * p, step="detector"))
     if c.writing:
-        items.append(MemoryItem("8-bit previews", len(stages) * p))
+        items.append(MemoryItem("8-bit previews", len(stages) * p, step="writing"))
         # display_image: float64 copy, clipped, log, the windowed region, percentile partition, scaled result
-        items.append(MemoryItem("windowing a stage for its PNG (temporary)", 44 * p, held=False))
+        items.append(MemoryItem("windowing a stage for its PNG (temporary)", 44 * p, held=False, step="writing"))
         if c.landmarks:
             # overlay: float64 copy of the preview plus an RGB canvas, enlarged to >= 512 px on small detectors
             factor = max(1, math.ceil(512 / max(1, max(c.detector_shape))))
-            items.append(MemoryItem("landmark overlay (temporary)", 8 * p + 4 * p * factor * factor, held=False))
+            items.append(MemoryItem("landmark overlay (temporary)", 8 * p + 4 * p * factor * factor, held=False,
+                                     step="writing"))
     return items
 
 

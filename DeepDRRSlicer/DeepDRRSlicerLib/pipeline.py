@@ -515,12 +515,13 @@ def _detector_stage_memory(c: MemoryContext) -> list:
     if c.mode != "polychromatic" or "primary" not in stages:
         return []
     p = c.pixels
-    items = [MemoryItem("spectral sums, flat field, pixel geometry (float64)", 112 * p)]
+    items = [MemoryItem("spectral sums, flat field, pixel geometry (float64)", 112 * p, step="detector")]
     if stages & {"scatter", "total", "noisy", "final"}:
-        items.append(MemoryItem("scatter, noise and final images", 64 * p))
-        items.append(MemoryItem("noise and pixel geometry working memory (temporary)", 130 * p, held=False))
+        items.append(MemoryItem("scatter, noise and final images", 64 * p, step="detector"))
+        items.append(MemoryItem("noise and pixel geometry working memory (temporary)", 130 * p, held=False,
+                                step="detector"))
     else:
-        items.append(MemoryItem("pixel geometry working memory (temporary)", 60 * p, held=False))
+        items.append(MemoryItem("pixel geometry working memory (temporary)", 60 * p, held=False, step="detector"))
     return items
 
 

@@ -2,7 +2,9 @@
 
 Oracle: ICRU-44 compositions as tabulated in NIST SRD 126 Table 2 (typed
 again here, independently of attenuation.py), elemental mu/rho straight from
-xraydb (mu_elam), the mixture rule, Beer-Lambert over the tube spectrum. The
+xraydb (mu_elam), the mixture rule, Beer-Lambert over the tube spectrum,
+scored like the pipeline's energy-integrating 600 um CsI detector (absorbed
+energy per photon E x (1 - exp(-mu_CsI t))) with the air on the ray. The
 pipeline side goes through decompose -> projector -> primary.
 """
 
@@ -44,11 +46,24 @@ def oracle_hu(composition: dict, density: float) -> float:
                            / oracle_mu_rho(ICRU["water"][0], [e])[0] - 1.0))
 
 
+# NIST SRD 126 Table 2: dry air and caesium iodide (mass fractions, g/cm3).
+AIR = ({"C": 0.000124, "N": 0.755268, "O": 0.231781, "Ar": 0.012827}, 1.205e-3)
+CSI = ({"Cs": 0.511534, "I": 0.488466}, 4.51)
+CSI_THICKNESS_CM = 0.06
+SOURCE_TO_DETECTOR_CM = 300.0   # the geometry of slab_transmission
+
+
 def oracle_transmission(composition: dict, density: float, length_cm: float, kvp: float) -> float:
+    """Detector signal behind ``length_cm`` of the material over the open-field signal (air only)."""
     spectrum = tube_spectrum(kvp, {"Al": 3.3})
-    weights = np.asarray(spectrum.energy_weights(), dtype=float)
-    mu = oracle_mu_rho(composition, spectrum.energies_keV) * density
-    return float(np.dot(weights, np.exp(-mu * length_cm)) / weights.sum())
+    energies = np.asarray(spectrum.energies_keV, dtype=float)
+    absorbed = 1.0 - np.exp(-oracle_mu_rho(CSI[0], energies) * CSI[1] * CSI_THICKNESS_CM)
+    weights = np.asarray(spectrum.fluence, dtype=float) * energies * absorbed
+    mu = oracle_mu_rho(composition, energies) * density
+    mu_air = oracle_mu_rho(AIR[0], energies) * AIR[1]
+    behind = np.exp(-mu * length_cm - mu_air * (SOURCE_TO_DETECTOR_CM - length_cm))
+    open_field = np.exp(-mu_air * SOURCE_TO_DETECTOR_CM)
+    return float(np.dot(weights, behind) / np.dot(weights, open_field))
 
 
 def slab_transmission(hu_value: float, thickness_mm: float, kvp: float, density_model="calibrated",

@@ -93,3 +93,16 @@ def test_stages_can_add_their_memory():
     finally:
         _TERMS.remove(scatter)
     assert extended.total == base + 4 * 512 * 512 + max(0, (10 << 20) - (estimate_memory(context).peak_item.bytes))
+
+
+def test_a_transient_only_meets_what_is_held_by_its_step():
+    from DeepDRRSlicerLib.memory import MemoryEstimate
+
+    estimate = MemoryEstimate([MemoryItem("ct", 10), MemoryItem("network buffers", 100, held=False, step="materials"),
+                               MemoryItem("stage images", 80, step="detector"),
+                               MemoryItem("noise temporaries", 30, held=False, step="detector")])
+    # materials: 10 + 100 = 110; detector: 10 + 80 + 30 = 120 -> the detector step is the worst moment
+    assert estimate.total == 120 and estimate.peak_item.name == "noise temporaries"
+    assert estimate.held_by("materials") == 10 and estimate.held_by("writing") == 90
+    with pytest.raises(ValueError, match="unknown memory step"):
+        MemoryItem("x", 1, step="later")

@@ -216,16 +216,22 @@ def _dda_advance(blk, tnext, dtb, stepb, nbi, nbj, nbk):
 
 @njit(inline="always")
 def _block_sigma(block_max, blk, nbi, nbj, mu_now, n_materials, use_fractions):
-    """Local majorant (1/mm) of the current block: max_m (or sum_m for mixtures) of the block's largest
-    density of material m times mu_m/rho at the current energy."""
+    """Local majorant (1/mm) of the current block: max_m of the block's largest density of material m times
+    mu_m/rho at the current energy; for mixtures the smaller of sum_m of those and the block's largest whole
+    density (column n_materials) times the largest mu_m/rho present (mu = rho sum_m f_m mu_m <= both)."""
     block = (blk[2] * nbj + blk[1]) * nbi + blk[0]
     s = 0.0
+    largest_mu = 0.0
     for m in range(n_materials):
         v = block_max[block, m] * mu_now[m]
         if use_fractions:
             s += v
+            if block_max[block, m] > 0.0 and mu_now[m] > largest_mu:
+                largest_mu = mu_now[m]
         elif v > s:
             s = v
+    if use_fractions:
+        s = min(s, block_max[block, n_materials] * largest_mu)
     return s * 0.1 * (1.0 + 1e-6)
 
 
@@ -441,8 +447,9 @@ def transport(chunk, first_photon, n_photons, n_chunks, seed_lo, seed_hi,
     tallies[chunk] and book[chunk].
 
     mu_fine (M+1, 3, n_e) and mu_src (M+1, 3, B): photo, coherent, incoherent mu/rho (cm2/g).
-    block_max (blocks, M): per block of bsize^3 voxels (nbi x nbj x nbk blocks, i fastest) the largest density of
-    each material (density x fraction for soft fractions): the local majorants of delta and ratio tracking.
+    block_max (blocks, M + 1): per block of bsize^3 voxels (nbi x nbj x nbk blocks, i fastest) the largest density
+    of each material (density x fraction for soft fractions) and the largest whole-voxel density: the local
+    majorants of delta and ratio tracking.
     tallies (n_chunks, N_TALLIES, H_t, W_t) int64, book (n_chunks, N_BOOK) int64.
     beam_window (col_min, col_max, row_min, row_max): the collimated field, in detector pixel coordinates;
     cos_max: the largest cos(theta) inside it.
