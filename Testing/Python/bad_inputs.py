@@ -817,10 +817,10 @@ def _(tmp):
     return _with_available_memory(tmp, 200 << 20, "--size", "4096", "4096")
 
 
-@case("memory-warned", "resources", "`--size 448 448` with 150 MB of memory available", "warned",
+@case("memory-warned", "resources", "`--size 512 512` with 150 MB of memory available", "warned",
       "of memory available", "the image is written", image_written)
 def _(tmp):
-    return _with_available_memory(tmp, 150 << 20, "--size", "448", "448")
+    return _with_available_memory(tmp, 150 << 20, "--size", "512", "512")
 
 
 # physics -----------------------------------------------------------------------------------------
