@@ -51,6 +51,9 @@ def _parse_args(argv):
     parser.add_argument("--poses", type=int, default=20, help="poses in the sweep (default 20)")
     parser.add_argument("--detector-mm", type=float, default=None,
                         help="detector side in mm (default: the mobile C-arm's 298 mm)")
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated stages to render (default: the settings' default, every stage; "
+                             "'primary' leaves out the Monte Carlo scatter, which a GUI runs on a worker thread)")
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "bench_slicer_logic.json",
                         help="where to write the timings")
     return parser.parse_args(argv)
@@ -101,6 +104,11 @@ def main(argv=None) -> int:
     setup = CArmSetup(detector_pixels=args.pixels, detector_size_mm=detector_mm,
                       preview_pixels=min(args.preview_pixels, args.pixels))
     logic = DeepDRRLogic(scene)  # default scheduler: each transform event renders at once
+    if args.stages:
+        from dataclasses import replace
+
+        logic.settings = replace(logic.settings, stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()))
+        logic.settings.validate()
     center = logic.volume_for(ct_node).center_ras()
     transform = logic.carm_transform(ct_node=ct_node)
 

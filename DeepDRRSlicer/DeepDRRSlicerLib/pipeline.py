@@ -342,7 +342,7 @@ class Simulator:
         air_flat = pixels.air_flat_g_cm2() if self.settings.air else np.zeros(geometry.shape)
         weights = model.signal_weights()
         sums = model.spectral_sums(line_integrals, air, weights)
-        flat = model.spectral_sums(np.zeros((0, *geometry.shape), np.float32), air_flat, weights)
+        flat = model.flat_field_sums(air_flat, weights)
         return pixels, sums, flat
 
     def primary_image(self, geometry: DetectorGeometry, line_integrals) -> np.ndarray:

@@ -135,3 +135,22 @@ def attenuation_air():
     from DeepDRRSlicerLib import attenuation
 
     return attenuation.get_material("air").fractions
+
+
+@pytest.mark.parametrize("source_to_detector_mm, side_mm", [(1020.0, 300.0), (400.0, 430.0)])
+def test_flat_field_interpolated_in_air_equals_the_exact_spectral_sum(source_to_detector_mm, side_mm):
+    """The flat field is tabulated over the air per pixel and interpolated: it must equal the exact sum."""
+    model = PrimaryModel.for_spectrum(tube_spectrum(70.0, {"Al": 2.5}), ("soft_tissue", "bone"), detector=Detector())
+    size = 200
+    spacing = side_mm / size
+    geometry = DetectorGeometry(source=np.array([0.0, -source_to_detector_mm, 0.0]),
+                                detector_origin=np.array([-side_mm / 2, 0.0, side_mm / 2]),
+                                u=np.array([spacing, 0.0, 0.0]), v=np.array([0.0, 0.0, -spacing]),
+                                width=size, height=size)
+    air = pixel_geometry(geometry).air_flat_g_cm2()
+    assert air.max() - air.min() > 0.002   # the rays' air differs across the panel
+    weights = model.signal_weights()
+    exact = model.spectral_sums(np.zeros((0, size, size), np.float32), air, weights)
+    interpolated = model.flat_field_sums(air, weights)
+    assert interpolated.shape == exact.shape
+    assert np.max(np.abs(interpolated / exact - 1.0)) < 1e-10
