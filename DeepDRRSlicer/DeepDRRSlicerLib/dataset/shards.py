@@ -225,20 +225,26 @@ def read_shard_record(folder: Path, index: int) -> dict:
     return json.loads((Path(folder) / f"{shard_name(index)}.json").read_text(encoding="utf-8"))
 
 
+def tar_members(handle, offset: int = 0):
+    """Yield (key, suffix, data offset, size) of the members of an open shard from ``offset`` on, reading
+    headers only, until the end blocks or the end of the file. The handle is left at each member's data."""
+    while True:
+        handle.seek(offset)
+        header = handle.read(BLOCK)
+        if len(header) < BLOCK or header == b"\0" * BLOCK:
+            return
+        info = tarfile.TarInfo.frombuf(header, encoding="utf-8", errors="strict")
+        key, _, suffix = info.name.partition(".")
+        yield key, suffix, offset + BLOCK, info.size
+        offset += BLOCK + info.size + (-info.size) % BLOCK
+
+
 def index_tar(path) -> dict:
     """{key: {suffix: (data offset, size)}} of a shard, from its headers alone."""
     samples: dict = {}
     with open(path, "rb") as handle:
-        offset = 0
-        while True:
-            handle.seek(offset)
-            header = handle.read(BLOCK)
-            if len(header) < BLOCK or header == b"\0" * BLOCK:
-                break
-            info = tarfile.TarInfo.frombuf(header, encoding="utf-8", errors="strict")
-            key, _, suffix = info.name.partition(".")
-            samples.setdefault(key, {})[suffix] = (offset + BLOCK, info.size)
-            offset += BLOCK + info.size + (-info.size) % BLOCK
+        for key, suffix, data_offset, size in tar_members(handle):
+            samples.setdefault(key, {})[suffix] = (data_offset, size)
     return samples
 
 
@@ -246,5 +252,5 @@ def is_disk_full(error: OSError) -> bool:
     return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-__all__ = ["ShardWriter", "shard_name", "shard_is_complete", "read_shard_record", "index_tar", "sample_bytes",
+__all__ = ["ShardWriter", "shard_name", "shard_is_complete", "read_shard_record", "tar_members", "index_tar", "sample_bytes",
            "atomic_write_bytes", "tar_header", "is_disk_full"]

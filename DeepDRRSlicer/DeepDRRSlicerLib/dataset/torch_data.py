@@ -16,14 +16,13 @@ import dataclasses
 import io
 import json
 import os
-import tarfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from .shards import BLOCK
+from .shards import tar_members
 
 try:
     import torch
@@ -99,21 +98,13 @@ class ShardDataset(Dataset):
         """(arrays, geometry, meta, raw member bytes) of image ``index``, without torch."""
         row = self.rows[index]
         key, handle = row["key"], self._handle(row["file"])
-        offset = int(row["offset"])
         raw = {}
-        while True:
-            handle.seek(offset)
-            header = handle.read(BLOCK)
-            if len(header) < BLOCK or header == b"\0" * BLOCK:
-                break
-            info = tarfile.TarInfo.frombuf(header, encoding="utf-8", errors="strict")
-            member_key, _, suffix = info.name.partition(".")
+        for member_key, suffix, _, size in tar_members(handle, int(row["offset"])):
             if member_key != key:
                 break
             name = suffix[:-4] if suffix.endswith(".npy") else suffix
             if self.members is None or name in self.members or suffix in ("json", "geometry.json") or self.verify:
-                raw[suffix] = handle.read(info.size)
-            offset += BLOCK + info.size + (-info.size) % BLOCK
+                raw[suffix] = handle.read(size)
         if "json" not in raw:
             raise InputError(f"Sample {key} is incomplete in {row['file']}.",
                              "The shard is damaged: regenerate it (delete it and rerun the generate command).")
