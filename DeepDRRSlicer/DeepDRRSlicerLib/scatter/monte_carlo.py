@@ -120,7 +120,7 @@ def _block_maxima(materials: MaterialVolume, block: int):
             values = np.where(materials.labels == m, density, np.float32(0.0))
         else:
             values = density * materials.fractions[m]
-            whole = whole + values
+            whole += values   # whole is a fresh array here (zeros_like), never the density itself
         out[..., m] = block_max(values)
     out[..., len(names)] = block_max(whole)
     return np.ascontiguousarray(out.reshape(-1, len(names) + 1)), (nbi, nbj, nbk)
