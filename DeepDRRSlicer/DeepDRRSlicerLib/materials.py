@@ -220,10 +220,17 @@ def _classes(volume: Volume, method, device, cache_dir, notes, network_output, p
 
 
 def near_mask(mask: np.ndarray, ijk_to_ras, distance_mm: float) -> np.ndarray:
-    """bool [k, j, i]: voxels within ``distance_mm`` of ``mask`` (mask included), by a Euclidean distance map."""
-    import SimpleITK as sitk
-
+    """bool [k, j, i]: voxels within ``distance_mm`` of ``mask`` (mask included), by a Euclidean distance map
+    (SimpleITK, else SciPy in trimmed environments: the same distances between voxel centres)."""
     spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)   # i, j, k
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        from scipy import ndimage
+
+        if not mask.any():
+            return np.zeros(mask.shape, dtype=bool)
+        return ndimage.distance_transform_edt(~mask, sampling=tuple(spacing[::-1])) <= distance_mm
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.SetSpacing(tuple(float(s) for s in spacing))
     distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,

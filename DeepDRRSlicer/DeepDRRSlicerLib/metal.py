@@ -59,16 +59,28 @@ def metal_mask(hu: np.ndarray, ijk_to_ras, min_hu: float = METAL_MIN_HU,
     candidates = hu >= min_hu
     if not candidates.any():
         return candidates
-    import SimpleITK as sitk
-
     voxel_mm3 = abs(float(np.linalg.det(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3])))
     min_voxels = max(1, int(np.ceil(min_volume_mm3 / max(voxel_mm3, 1e-9))))
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(candidates.astype(np.uint8)),
-                                                            True))
+    labels = _components_26(candidates)
     sizes = np.bincount(labels.ravel())
     keep = sizes >= min_voxels
     keep[0] = False
     return keep[labels]
+
+
+def _components_26(mask: np.ndarray) -> np.ndarray:
+    """Labels of the 26-connected components of ``mask`` (0 outside): SimpleITK (always in Slicer and in the
+    engine's dependencies), else SciPy (machines with a trimmed environment)."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        try:
+            from scipy import ndimage
+        except ImportError:
+            raise ImportError("Metal detection needs SimpleITK or SciPy for connected components: "
+                              "pip install SimpleITK") from None
+        return ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))[0]
+    return sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
 
 
 __all__ = ["METAL_MIN_HU", "METAL_MIN_VOLUME_MM3", "IMPLANT_ALLOYS", "METAL_CHOICES", "DEFAULT_METAL",

@@ -434,7 +434,9 @@ class Simulator:
         if cached is None:
             if self._scatter_transport is None:
                 self._scatter_transport = ScatterTransport(self.materials, self.primary_model, self.detector, self.grid)
-            cached = self._scatter_transport.run(geometry, self.settings.scatter_settings(), progress=progress)
+            # the Monte Carlo runs where the projector may: device auto takes the GPU when one works
+            cached = self._scatter_transport.run(geometry, self.settings.scatter_settings(), progress=progress,
+                                                 device=self.settings.device)
             self._scatter_cache[key] = cached
             while len(self._scatter_cache) > self.scatter_cache_size:
                 self._scatter_cache.pop(next(iter(self._scatter_cache)))

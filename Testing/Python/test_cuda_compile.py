@@ -164,3 +164,32 @@ def test_nvrtc_rejects_a_broken_source(nvrtc):
     assert broken != kernel_source()
     with pytest.raises(Exception):
         compile_ptx(broken, [*defines(3, True), *CUPY_OPTIONS, "-arch=compute_75"])
+
+
+# ------------------------------------------------------------------------------ scatter Monte Carlo
+
+def _transport_source() -> str:
+    from DeepDRRSlicerLib.scatter.kernel_cuda import kernel_source as transport_source
+
+    return transport_source()
+
+
+@pytest.mark.parametrize("arch", ["compute_75", "compute_90"])
+def test_nvrtc_compiles_the_scatter_transport_with_cupys_options(nvrtc, arch):
+    from DeepDRRSlicerLib.scatter.kernel_cuda import KERNEL_NAME as TRANSPORT
+
+    compile_ptx, _ = nvrtc
+    ptx = compile_ptx(_transport_source(), [*CUPY_OPTIONS, f"-arch={arch}"])
+    text = ptx.decode(errors="replace") if isinstance(ptx, bytes) else ptx
+    assert re.search(rf"\.entry\s+{TRANSPORT}\s*\(", text), "transport kernel entry point missing or mangled"
+    assert "atom.global.add.u64" in text, "the integer tallies are not added atomically"
+
+
+def test_nvcc_compiles_the_scatter_transport_to_ptx(nvcc, tmp_path):
+    from DeepDRRSlicerLib.scatter.kernel_cuda import KERNEL_NAME as TRANSPORT, SOURCE_FILE
+
+    ptx = tmp_path / "transport.ptx"
+    result = subprocess.run([nvcc, "--ptx", "-arch=compute_75", "-Werror=all-warnings", "-o", str(ptx),
+                             str(SOURCE_FILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"\.entry\s+{TRANSPORT}\s*\(", ptx.read_text())

@@ -258,3 +258,56 @@ def test_materials_cache_reuses_the_network_output(tmp_path, pelvis):
     decompose(Volume.from_array(changed, pelvis.ijk_to_ras), "network", device="cpu", cache_dir=tmp_path,
               notes=notes_third)
     assert any("stored in" in n for n in notes_third)
+
+
+def test_metal_components_without_simpleitk_match_simpleitk(monkeypatch):
+    """Metal detection's connected components: the SciPy route (trimmed environments) labels the same
+    26-connected components as SimpleITK: diagonal neighbours join, a lone small blob is dropped."""
+    import builtins
+
+    import DeepDRRSlicerLib.metal as metal
+
+    hu = np.full((12, 12, 12), 0.0, dtype=np.float32)
+    hu[2:5, 2:5, 2:5] = 3000.0                   # 27 voxels
+    hu[5, 5, 5] = 3000.0                         # joined to it through a corner only
+    hu[9, 9, 9] = 3000.0                         # alone: below the size limit
+    hu[8:11, 1, 1] = 3000.0                      # 3 voxels in a line
+    ijk_to_ras = np.eye(4)
+    with_sitk = metal.metal_mask(hu, ijk_to_ras, min_volume_mm3=3.0)
+    real_import = builtins.__import__
+
+    def no_simpleitk(name, *args, **kwargs):
+        if name == "SimpleITK":
+            raise ImportError("SimpleITK hidden by the test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_simpleitk)
+    with_scipy = metal.metal_mask(hu, ijk_to_ras, min_volume_mm3=3.0)
+    assert np.array_equal(with_sitk, with_scipy)
+    assert with_scipy[5, 5, 5] and not with_scipy[9, 9, 9] and with_scipy[8:11, 1, 1].all()
+    assert with_scipy.sum() == 27 + 1 + 3
+
+
+def test_near_mask_without_simpleitk_matches_simpleitk(monkeypatch):
+    """The margin around implants: SciPy's distance map (trimmed environments) equals SimpleITK's on an
+    anisotropic grid, a blob and a point."""
+    import builtins
+
+    from DeepDRRSlicerLib.materials import near_mask
+
+    mask = np.zeros((20, 24, 22), dtype=bool)
+    mask[8:11, 5:9, 6:8] = True
+    mask[15, 20, 3] = True
+    ijk_to_ras = np.diag([0.7, 0.9, 2.5, 1.0])
+    with_sitk = near_mask(mask, ijk_to_ras, 4.0)
+    real_import = builtins.__import__
+
+    def no_simpleitk(name, *args, **kwargs):
+        if name == "SimpleITK":
+            raise ImportError("SimpleITK hidden by the test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_simpleitk)
+    with_scipy = near_mask(mask, ijk_to_ras, 4.0)
+    assert mask.sum() < with_scipy.sum() < mask.size
+    assert np.array_equal(with_sitk, with_scipy), int((with_sitk != with_scipy).sum())

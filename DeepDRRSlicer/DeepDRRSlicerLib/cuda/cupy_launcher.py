@@ -44,6 +44,16 @@ class CupyLauncher(Launcher):
             self._kernels[key] = module.get_function(KERNEL_NAME)
         return self._kernels[key]
 
+    def compile(self, source: str, name: str, options: tuple = ()):
+        key = (source, name, tuple(options))
+        if key not in self._kernels:
+            module = self.cupy.RawModule(code=source, options=tuple(options))
+            self._kernels[key] = module.get_function(name)
+        return self._kernels[key]
+
+    def multiprocessors(self) -> int:
+        return int(self.cupy.cuda.runtime.getDeviceProperties(self.device.id)["multiProcessorCount"])
+
     def upload(self, array: np.ndarray):
         return self.cupy.asarray(np.ascontiguousarray(array))
 

@@ -36,6 +36,14 @@ class Launcher:
         """The compiled kernel for this variant (compiled once per process, then cached)."""
         raise NotImplementedError
 
+    def compile(self, source: str, name: str, options: tuple = ()):
+        """Another kernel (the scatter Monte Carlo's): ``name`` from ``source``, cached per process."""
+        raise NotImplementedError
+
+    def multiprocessors(self) -> int:
+        """Streaming multiprocessors, to size grid-stride launches."""
+        return 1
+
     def upload(self, array: np.ndarray):
         raise NotImplementedError
 

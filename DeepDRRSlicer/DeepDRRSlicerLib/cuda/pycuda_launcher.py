@@ -62,6 +62,20 @@ class PycudaLauncher(Launcher):
                 self._kernels[key] = module.get_function(KERNEL_NAME)
         return self._kernels[key]
 
+    def compile(self, source: str, name: str, options: tuple = ()):
+        key = (source, name, tuple(options))
+        if key not in self._kernels:
+            from pycuda.compiler import SourceModule
+
+            with self.active():
+                module = SourceModule(source, options=list(options), no_extern_c=True)
+                self._modules.append(module)
+                self._kernels[key] = module.get_function(name)
+        return self._kernels[key]
+
+    def multiprocessors(self) -> int:
+        return int(self.device.get_attribute(self.driver.device_attribute.MULTIPROCESSOR_COUNT))
+
     def upload(self, array: np.ndarray):
         import pycuda.gpuarray as gpuarray
 

@@ -236,25 +236,36 @@ class ScatterTransport:
             self.fractions = np.zeros((1, 1), dtype=np.float32)
             self.use_fractions = False
         self.ras_to_ijk = np.ascontiguousarray(np.linalg.inv(materials.ijk_to_ras)[:3, :])
+        self._device_tables = {}    # launcher id -> kernel_cuda.DeviceTables
 
     def run(self, geometry: DetectorGeometry, settings: ScatterSettings, progress=None,
-            threads: int | None = None, beam_window=None) -> ScatterResult:
+            threads: int | None = None, beam_window=None, device: str = "cpu", launcher=None) -> ScatterResult:
         """Transport ``settings.photons`` photons. ``beam_window`` (col_min, col_max, row_min, row_max) in
         pixel coordinates collimates the beam to part of the detector (default: all of it, edges at -0.5
-        and size - 0.5); ``threads`` sets the number of independent chunks (results do not depend on it)."""
+        and size - 0.5); ``threads`` sets the number of independent chunks (results do not depend on it).
+
+        ``device``: ``cpu`` (numba threads), ``cuda`` (the GPU; CudaUnavailable says why not) or ``auto``
+        (the GPU when one works, else the CPU). ``launcher`` picks a CUDA launcher (tests); the same seed
+        gives the same images on one backend, and statistically equal ones across backends."""
         import numba
 
-        from . import kernel_cpu as kernel
-
         settings.validate()
+        if device not in ("cpu", "cuda", "auto"):
+            raise InputError(f"Unknown scatter device {device!r}.", "Give device='cpu', 'cuda' or 'auto'.")
+        if launcher is None and device in ("cuda", "auto"):
+            from ..cuda import CudaUnavailable
+            from ..cuda.probe import get_launcher
+
+            try:
+                launcher = get_launcher()
+            except CudaUnavailable:
+                if device == "cuda":
+                    raise
         start = time.perf_counter()
         height, width = geometry.shape
         pitch = min(geometry.pixel_spacing)
         block = max(1, int(settings.tally_pixel_mm / pitch))
         tally_h, tally_w = -(-height // block), -(-width // block)
-        n_chunks = max(1, threads or numba.get_num_threads())
-        tallies = np.zeros((n_chunks, kernel.N_TALLIES, tally_h, tally_w), dtype=np.int64)
-        book = np.zeros((n_chunks, kernel.N_BOOK), dtype=np.int64)
         normal = geometry.normal    # unit normal pointing from the detector toward the source
         if beam_window is None:
             beam_window = (-0.5, width - 0.5, -0.5, height - 0.5)
@@ -266,37 +277,90 @@ class ScatterTransport:
         grid_axis = grid.across_unit(geometry) if grid is not None else np.zeros(3)
         centre, radius = self._world_sphere(geometry)
         seed = int(settings.seed)
+        nk, nj, ni = self.materials.density.shape
+        arguments = dict(
+            first_photon=0, n_photons=0, seed_lo=seed & 0xFFFFFFFF, seed_hi=(seed >> 32) & 0xFFFFFFFF,
+            use_fractions=self.use_fractions, nk=nk, nj=nj, ni=ni, ras_to_ijk=self.ras_to_ijk,
+            e0=self.e0, inv_de=1.0 / ENERGY_STEP_KEV, n_e=self.fine_energies.size, n_bins=self.src_energy.size,
+            n_materials=len(self.materials.names), bsize=self.block_size, nbi=self.blocks[0], nbj=self.blocks[1],
+            nbk=self.blocks[2], air_density=self.air_density, n_x=self.x_grid.size, hc=HC_KEV_ANGSTROM,
+            rest_kev=ELECTRON_REST_KEV, source=np.ascontiguousarray(geometry.source),
+            det_origin=np.ascontiguousarray(geometry.detector_origin), det_u=np.ascontiguousarray(geometry.u),
+            det_v=np.ascontiguousarray(geometry.v), det_normal=np.ascontiguousarray(normal), width=int(width),
+            height=int(height), beam_window=window, cos_max=float(cos_max), grid_on=grid is not None,
+            grid_ratio=float(grid.ratio) if grid is not None else 0.0,
+            grid_open=float(grid.open_fraction) if grid is not None else 1.0,
+            grid_axis=np.ascontiguousarray(grid_axis, dtype=np.float64), world_center=centre,
+            world_radius=float(radius), tally_bin=int(block), forced=bool(settings.forced_detection),
+            tally_h=tally_h, tally_w=tally_w)
+        if launcher is not None:
+            tallies, book, backend = self._run_cuda(launcher, arguments, settings, progress)
+        else:
+            tallies, book = self._run_cpu(arguments, settings, progress, threads or numba.get_num_threads())
+            backend = "cpu"
+        seconds = time.perf_counter() - start
+        result = self._result(geometry, settings, tallies, book, block, seconds, window)
+        result.backend = backend
+        return result
+
+    def _run_cpu(self, a: dict, settings: ScatterSettings, progress, threads: int):
+        from . import kernel_cpu as kernel
+
+        n_chunks = max(1, int(threads))
+        tallies = np.zeros((n_chunks, kernel.N_TALLIES, a["tally_h"], a["tally_w"]), dtype=np.int64)
+        book = np.zeros((n_chunks, kernel.N_BOOK), dtype=np.int64)
         batches = max(1, min(16, settings.photons // 50_000))
         done = 0
         pool = ThreadPoolExecutor(max_workers=n_chunks) if n_chunks > 1 else None
+        try:
+            for batch in range(batches):
+                count = settings.photons * (batch + 1) // batches - done
+                arguments = (
+                    done, count, n_chunks, a["seed_lo"], a["seed_hi"],
+                    self.density, self.labels, self.fractions, self.use_fractions, a["nk"], a["nj"], a["ni"],
+                    self.ras_to_ijk, self.e0, a["inv_de"], self.mu_fine, self.src_energy, self.src_cdf, self.mu_src,
+                    self.block_max, self.block_size, a["nbi"], a["nbj"], a["nbk"], self.air_density,
+                    self.y_grid, self.f2, self.f2_cumulative, self.x_grid, self.s_fn, self.s_inf, a["hc"],
+                    a["rest_kev"], a["source"], a["det_origin"], a["det_u"], a["det_v"], a["det_normal"],
+                    a["width"], a["height"], a["beam_window"], a["cos_max"], self.det_mu_t_fine, self.det_mu_t_src,
+                    a["grid_on"], a["grid_ratio"], a["grid_open"], a["grid_axis"],
+                    a["world_center"], a["world_radius"], a["tally_bin"], a["forced"], self.norm_compton,
+                    self.norm_rayleigh, tallies, book)
+                if pool is None:
+                    kernel.transport(0, *arguments)
+                else:
+                    list(pool.map(lambda chunk: kernel.transport(chunk, *arguments), range(n_chunks)))
+                done += count
+                if progress is not None:
+                    progress(done / settings.photons)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        return tallies.sum(axis=0), book.sum(axis=0)
+
+    def _run_cuda(self, launcher, a: dict, settings: ScatterSettings, progress):
+        from . import kernel_cpu as kernel
+        from . import kernel_cuda
+
+        tables = self._device_tables.get(id(launcher))
+        if tables is None or tables.launcher is not launcher:
+            tables = self._device_tables[id(launcher)] = kernel_cuda.DeviceTables(launcher, self)
+        shape = (kernel.N_TALLIES, a["tally_h"], a["tally_w"])
+        tallies = np.zeros(shape, dtype=np.int64)
+        book = np.zeros(kernel.N_BOOK, dtype=np.int64)
+        # batches of at least 2^22 photons keep the GPU busy; progress and cancel act between them
+        batches = max(1, min(16, settings.photons // 2 ** 22))
+        done = 0
         for batch in range(batches):
             count = settings.photons * (batch + 1) // batches - done
-            arguments = (
-                done, count, n_chunks, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF,
-                self.density, self.labels, self.fractions, self.use_fractions,
-                *self.materials.density.shape, self.ras_to_ijk,
-                self.e0, 1.0 / ENERGY_STEP_KEV, self.mu_fine, self.src_energy, self.src_cdf, self.mu_src,
-                self.block_max, self.block_size, *self.blocks, self.air_density,
-                self.y_grid, self.f2, self.f2_cumulative, self.x_grid, self.s_fn, self.s_inf, HC_KEV_ANGSTROM,
-                ELECTRON_REST_KEV,
-                np.ascontiguousarray(geometry.source), np.ascontiguousarray(geometry.detector_origin),
-                np.ascontiguousarray(geometry.u), np.ascontiguousarray(geometry.v), np.ascontiguousarray(normal),
-                int(width), int(height), window, float(cos_max), self.det_mu_t_fine, self.det_mu_t_src,
-                grid is not None, float(grid.ratio) if grid is not None else 0.0,
-                float(grid.open_fraction) if grid is not None else 1.0, np.ascontiguousarray(grid_axis),
-                centre, float(radius), int(block), bool(settings.forced_detection), self.norm_compton, self.norm_rayleigh,
-                tallies, book)
-            if pool is None:
-                kernel.transport(0, *arguments)
-            else:
-                list(pool.map(lambda chunk: kernel.transport(chunk, *arguments), range(n_chunks)))
+            part_tallies, part_book = kernel_cuda.run_batch(launcher, tables, dict(a, first_photon=done,
+                                                                                    n_photons=count), shape)
+            tallies += part_tallies
+            book += part_book
             done += count
             if progress is not None:
                 progress(done / settings.photons)
-        if pool is not None:
-            pool.shutdown()
-        seconds = time.perf_counter() - start
-        return self._result(geometry, settings, tallies.sum(axis=0), book.sum(axis=0), block, seconds, window)
+        return tallies, book, f"cuda-{launcher.name}"
 
     # ------------------------------------------------------------------
     def _cos_max(self, geometry: DetectorGeometry, window) -> float:

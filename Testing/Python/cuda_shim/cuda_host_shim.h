@@ -30,6 +30,12 @@ static inline T __ldg(const T* address)
     return *address;
 }
 
+// the Monte Carlo's tallies: blocks run on several host threads
+static inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long value)
+{
+    return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+
 static inline float __uint_as_float(unsigned int bits)
 {
     float value;

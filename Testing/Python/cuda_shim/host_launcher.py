@@ -19,12 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+import DeepDRRSlicerLib.scatter
 from DeepDRRSlicerLib.cuda import dlpack
 from DeepDRRSlicerLib.cuda.launcher import Launcher
 from DeepDRRSlicerLib.cuda.source import KERNEL_FILE, defines
 
 HERE = Path(__file__).resolve().parent
 SOURCES = (HERE / "cuda_host_shim.h", HERE / "host_launch.cpp", KERNEL_FILE)
+MC_KERNEL_FILE = Path(DeepDRRSlicerLib.scatter.__file__).with_name("transport.cu")
+MC_SOURCES = (HERE / "cuda_host_shim.h", HERE / "host_transport.cpp", MC_KERNEL_FILE)
 
 
 def host_compiler() -> str | None:
@@ -42,12 +45,20 @@ def _flags(openmp: bool) -> list:
 
 def build(n_materials: int, labels: bool, *, cache_dir: Path | None = None) -> Path:
     """Compile the kernel variant for the host (cached by the sources' hash); return the .so path."""
+    return _build(SOURCES, HERE / "host_launch.cpp", KERNEL_FILE.parent, defines(n_materials, labels), cache_dir)
+
+
+def build_transport(*, cache_dir: Path | None = None) -> Path:
+    """Compile the scatter Monte Carlo's transport.cu for the host; return the .so path."""
+    return _build(MC_SOURCES, HERE / "host_transport.cpp", MC_KERNEL_FILE.parent, [], cache_dir)
+
+
+def _build(sources, main: Path, include: Path, variant: list, cache_dir: Path | None) -> Path:
     compiler = host_compiler()
     if compiler is None:
         raise FileNotFoundError("no C++ compiler (g++, c++ or clang++) on PATH")
-    variant = defines(n_materials, labels)
     digest = hashlib.sha256()
-    for path in SOURCES:
+    for path in sources:
         digest.update(path.read_bytes())
     digest.update(" ".join(variant).encode())
     cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "deepdrr-cuda-host-shim")
@@ -58,8 +69,7 @@ def build(n_materials: int, labels: bool, *, cache_dir: Path | None = None) -> P
     errors = []
     for openmp in (True, False):
         partial = library.with_suffix(f".{os.getpid()}.tmp")
-        command = [compiler, *_flags(openmp), f"-I{HERE}", f"-I{KERNEL_FILE.parent}", *variant,
-                   str(HERE / "host_launch.cpp"), "-o", str(partial)]
+        command = [compiler, *_flags(openmp), f"-I{HERE}", f"-I{include}", *variant, str(main), "-o", str(partial)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode == 0:
             os.replace(partial, library)
@@ -75,6 +85,15 @@ class _Kernel:
         u32, i32, ptr = ctypes.c_uint32, ctypes.c_int32, ctypes.c_void_p
         function.argtypes = [u32, u32, u32, u32, u32, ptr, u32, u32, i32, i32, i32, i32, i32, ptr, i32, i32,
                              ptr, ptr, i32, ptr, ptr, i32]
+        function.restype = None
+        self.function = function
+
+
+class _TransportKernel:
+    def __init__(self, library: Path):
+        self.library = ctypes.CDLL(str(library))
+        function = self.library.shim_mc_transport
+        function.argtypes = [ctypes.c_uint32, ctypes.c_uint32] + [ctypes.c_void_p] * 22
         function.restype = None
         self.function = function
 
@@ -103,6 +122,16 @@ class HostLauncher(Launcher):
             self._kernels[key] = _Kernel(build(n_materials, labels))
         return self._kernels[key]
 
+    def compile(self, source, name, options=()):
+        if name != "mc_transport":
+            raise ValueError(f"the host shim builds projector.cu and transport.cu only, not {name}")
+        if "transport" not in self._kernels:
+            self._kernels["transport"] = _TransportKernel(build_transport())
+        return self._kernels["transport"]
+
+    def multiprocessors(self):
+        return max(1, os.cpu_count() or 1)
+
     def upload(self, array):
         copy = np.array(array, copy=True, order="C")
         self.uploaded_bytes += copy.nbytes
@@ -112,6 +141,10 @@ class HostLauncher(Launcher):
         return np.full(shape, np.nan, dtype=dtype)   # NaN: a pixel the kernel forgets shows up
 
     def launch(self, kernel, grid, block, arguments):
+        if isinstance(kernel, _TransportKernel):
+            assert all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arguments)
+            kernel.function(int(grid[0]), int(block[0]), *[a.ctypes.data for a in arguments])
+            return
         values = []
         for argument in arguments:
             if isinstance(argument, np.ndarray) and argument.ndim > 0:
