@@ -221,21 +221,35 @@ def _classes(volume: Volume, method, device, cache_dir, notes, network_output, p
 
 def near_mask(mask: np.ndarray, ijk_to_ras, distance_mm: float) -> np.ndarray:
     """bool [k, j, i]: voxels within ``distance_mm`` of ``mask`` (mask included), by a Euclidean distance map
-    (SimpleITK, else SciPy in trimmed environments: the same distances between voxel centres)."""
+    between voxel centres. Only the box around the mask, grown by the distance, is mapped: nothing outside it
+    can be that close, and implants are small next to the CT (5 s less on a 512 x 512 x 133 chest CT)."""
+    mask = np.asarray(mask, dtype=bool)
+    near = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
+        return near
     spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)   # i, j, k
+    margin = [int(np.ceil(distance_mm / max(s, 1e-9))) + 1 for s in spacing[::-1]]      # k, j, i
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, present[0] - margin[axis]), min(mask.shape[axis], present[-1] + 1 + margin[axis])))
+    box = tuple(box)
+    near[box] = _distance_map(mask[box], spacing) <= distance_mm
+    return near
+
+
+def _distance_map(mask: np.ndarray, spacing) -> np.ndarray:
+    """mm from each voxel centre to the nearest voxel of ``mask`` (<= 0 inside); SimpleITK, else SciPy."""
     try:
         import SimpleITK as sitk
     except ImportError:
         from scipy import ndimage
 
-        if not mask.any():
-            return np.zeros(mask.shape, dtype=bool)
-        return ndimage.distance_transform_edt(~mask, sampling=tuple(spacing[::-1])) <= distance_mm
+        return ndimage.distance_transform_edt(~mask, sampling=tuple(spacing[::-1]))
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.SetSpacing(tuple(float(s) for s in spacing))
-    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,
-                                                                   squaredDistance=False, useImageSpacing=True))
-    return distance <= distance_mm
+    return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,
+                                                               squaredDistance=False, useImageSpacing=True))
 
 
 def _nominal_density(material: str) -> float:

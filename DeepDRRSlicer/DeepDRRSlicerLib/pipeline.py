@@ -454,6 +454,7 @@ class Simulator:
         if cached is None:
             cached = self.prepare_scatter(geometry, progress=progress)
         result = cached
+        notes.extend(note for note in result.notes if note not in notes)
         scatter_norm = result.scatter / flat_keV
         self._last_scatter = (geometry, scatter_norm)
         summary = result.summary()

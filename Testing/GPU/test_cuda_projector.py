@@ -58,19 +58,22 @@ def launcher(request):
     return _launcher(request.param)
 
 
-@pytest.fixture(scope="module")
-def chest():
+def load_test_ct():
+    """(Volume, name): the chest CT when DEEPDRR_CHEST_CT names its .npz, else the bundled pelvis CT."""
     path = os.environ.get("DEEPDRR_CHEST_CT")
     if path:
         data = np.load(path)
-        volume = Volume.from_array(data["hu"].astype(np.float32), ijk_to_ras=data["ijk_to_ras"], source=path)
-        name = "chest CT"
-    else:
-        from DeepDRRSlicerLib.resources import sample_ct_path
-        from DeepDRRSlicerLib.volume import load_volume
+        return Volume.from_array(data["hu"].astype(np.float32), ijk_to_ras=data["ijk_to_ras"], source=path), \
+            "chest CT"
+    from DeepDRRSlicerLib.resources import sample_ct_path
+    from DeepDRRSlicerLib.volume import load_volume
 
-        volume = load_volume(sample_ct_path())
-        name = "bundled pelvis CT"
+    return load_volume(sample_ct_path()), "bundled pelvis CT"
+
+
+@pytest.fixture(scope="module")
+def chest():
+    volume, name = load_test_ct()
     materials = decompose(volume)
     center = tuple(volume.center_ras())
     geometries = [CArm(alpha_deg=a, beta_deg=b, isocenter_ras=center, width=256, height=256,

@@ -26,8 +26,11 @@ from DeepDRRSlicerLib.primary import PrimaryModel
 from DeepDRRSlicerLib.scatter import ScatterSettings, ScatterTransport, kernel_cuda
 from DeepDRRSlicerLib.spectrum import tube_spectrum
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_cuda_projector import _launcher  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "Python"))   # the engine layer's bookkeeping check
+from test_cuda_projector import _launcher, load_test_ct  # noqa: E402
+from test_scatter import assert_bookkeeping_balances  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 NAMES = ("air", "water")
@@ -71,13 +74,8 @@ def test_device_bookkeeping_balances_exactly(launcher, water_20cm, forced):
     result = transport.run(geometry, ScatterSettings(photons=300_000, seed=5, forced_detection=forced),
                            launcher=launcher)
     assert result.backend == f"cuda-{launcher.name}"
-    book, quanta = result.bookkeeping, result.bookkeeping["quanta"]
-    assert book["emitted"] == 300_000
-    assert book["emitted"] == book["absorbed"] + book["primary_at_detector"] + book["scatter_at_detector"] \
-        + book["escaped"]
-    assert quanta["emitted_keV"] == (quanta["absorbed_keV"] + quanta["compton_deposit_keV"]
-                                     + quanta["primary_at_detector_keV"] + quanta["scatter_at_detector_keV"]
-                                     + quanta["escaped_keV"])
+    book = result.bookkeeping
+    assert_bookkeeping_balances(book, 300_000)
     assert book["compton"] > book["rayleigh"] > 0 and book["photoelectric"] > 0
 
 
@@ -135,17 +133,8 @@ def test_device_mc_primary_matches_the_analytic_primary_on_the_chest_ct(launcher
     from DeepDRRSlicerLib.geometry import CArm
     from DeepDRRSlicerLib.materials import decompose
     from DeepDRRSlicerLib.projector import project
-    from DeepDRRSlicerLib.volume import Volume
 
-    path = os.environ.get("DEEPDRR_CHEST_CT")
-    if path:
-        data = np.load(path)
-        volume = Volume.from_array(data["hu"].astype(np.float32), ijk_to_ras=data["ijk_to_ras"], source=path)
-    else:
-        from DeepDRRSlicerLib.resources import sample_ct_path
-        from DeepDRRSlicerLib.volume import load_volume
-
-        volume = load_volume(sample_ct_path())
+    volume, _ = load_test_ct()
     materials = decompose(volume, method="threshold")
     detector = Detector()
     model = PrimaryModel.for_spectrum(tube_spectrum(90.0, {"Al": 3.3}), materials.names, detector=detector)

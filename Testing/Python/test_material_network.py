@@ -260,6 +260,20 @@ def test_materials_cache_reuses_the_network_output(tmp_path, pelvis):
     assert any("stored in" in n for n in notes_third)
 
 
+def _hide_simpleitk(monkeypatch):
+    """Make ``import SimpleITK`` fail, as in an environment without it."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_simpleitk(name, *args, **kwargs):
+        if name == "SimpleITK":
+            raise ImportError("SimpleITK hidden by the test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_simpleitk)
+
+
 def test_metal_components_without_simpleitk_match_simpleitk(monkeypatch):
     """Metal detection's connected components: the SciPy route (trimmed environments) labels the same
     26-connected components as SimpleITK: diagonal neighbours join, a lone small blob is dropped."""
@@ -274,14 +288,7 @@ def test_metal_components_without_simpleitk_match_simpleitk(monkeypatch):
     hu[8:11, 1, 1] = 3000.0                      # 3 voxels in a line
     ijk_to_ras = np.eye(4)
     with_sitk = metal.metal_mask(hu, ijk_to_ras, min_volume_mm3=3.0)
-    real_import = builtins.__import__
-
-    def no_simpleitk(name, *args, **kwargs):
-        if name == "SimpleITK":
-            raise ImportError("SimpleITK hidden by the test")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_simpleitk)
+    _hide_simpleitk(monkeypatch)
     with_scipy = metal.metal_mask(hu, ijk_to_ras, min_volume_mm3=3.0)
     assert np.array_equal(with_sitk, with_scipy)
     assert with_scipy[5, 5, 5] and not with_scipy[9, 9, 9] and with_scipy[8:11, 1, 1].all()
@@ -291,8 +298,6 @@ def test_metal_components_without_simpleitk_match_simpleitk(monkeypatch):
 def test_near_mask_without_simpleitk_matches_simpleitk(monkeypatch):
     """The margin around implants: SciPy's distance map (trimmed environments) equals SimpleITK's on an
     anisotropic grid, a blob and a point."""
-    import builtins
-
     from DeepDRRSlicerLib.materials import near_mask
 
     mask = np.zeros((20, 24, 22), dtype=bool)
@@ -300,14 +305,27 @@ def test_near_mask_without_simpleitk_matches_simpleitk(monkeypatch):
     mask[15, 20, 3] = True
     ijk_to_ras = np.diag([0.7, 0.9, 2.5, 1.0])
     with_sitk = near_mask(mask, ijk_to_ras, 4.0)
-    real_import = builtins.__import__
-
-    def no_simpleitk(name, *args, **kwargs):
-        if name == "SimpleITK":
-            raise ImportError("SimpleITK hidden by the test")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_simpleitk)
+    _hide_simpleitk(monkeypatch)
     with_scipy = near_mask(mask, ijk_to_ras, 4.0)
     assert mask.sum() < with_scipy.sum() < mask.size
     assert np.array_equal(with_sitk, with_scipy), int((with_sitk != with_scipy).sum())
+
+
+def test_near_mask_maps_only_the_box_around_the_mask_and_loses_nothing():
+    """The cropped distance map equals a distance map of the whole volume (here computed directly) for
+    masks at the volume's edges and corners, on an anisotropic grid."""
+    from scipy import ndimage
+
+    from DeepDRRSlicerLib.materials import near_mask
+
+    rng = np.random.default_rng(5)
+    shape = (30, 40, 36)
+    ijk_to_ras = np.diag([0.8, 1.1, 3.0, 1.0])
+    sampling = (3.0, 1.1, 0.8)
+    for points in ([(0, 0, 0)], [(29, 39, 35), (15, 2, 30)], [tuple(rng.integers(0, n) for n in shape)]):
+        mask = np.zeros(shape, dtype=bool)
+        for point in points:
+            mask[point] = True
+        whole = ndimage.distance_transform_edt(~mask, sampling=sampling) <= 7.5
+        assert np.array_equal(near_mask(mask, ijk_to_ras, 7.5), whole), points
+    assert not near_mask(np.zeros(shape, dtype=bool), ijk_to_ras, 7.5).any()

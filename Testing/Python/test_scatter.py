@@ -57,6 +57,18 @@ def test_philox_matches_the_published_known_answer():
     assert [int(w) for w in words] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
 
 
+def assert_bookkeeping_balances(book: dict, emitted: int) -> None:
+    """Every emitted photon ends once (absorbed, at the detector, or escaped), and every emitted keV is
+    deposited, detected or escapes: exact, in the integer quanta of the tallies."""
+    quanta = book["quanta"]
+    assert book["emitted"] == emitted
+    assert book["emitted"] == book["absorbed"] + book["primary_at_detector"] + book["scatter_at_detector"] \
+        + book["escaped"]
+    assert quanta["emitted_keV"] == (quanta["absorbed_keV"] + quanta["compton_deposit_keV"]
+                                     + quanta["primary_at_detector_keV"] + quanta["scatter_at_detector_keV"]
+                                     + quanta["escaped_keV"])
+
+
 @pytest.fixture(scope="module")
 def water_10cm():
     materials = _slab(100.0, 100.0, (20.0, 10.0))
@@ -71,13 +83,7 @@ def test_bookkeeping_balances_exactly(water_10cm, forced):
     result = ScatterTransport(materials, model, Detector()).run(
         geometry, ScatterSettings(photons=20_000, seed=5, forced_detection=forced))
     book = result.bookkeeping
-    quanta = book["quanta"]
-    assert book["emitted"] == 20_000
-    assert book["emitted"] == book["absorbed"] + book["primary_at_detector"] + book["scatter_at_detector"] \
-        + book["escaped"]
-    assert quanta["emitted_keV"] == (quanta["absorbed_keV"] + quanta["compton_deposit_keV"]
-                                     + quanta["primary_at_detector_keV"] + quanta["scatter_at_detector_keV"]
-                                     + quanta["escaped_keV"])
+    assert_bookkeeping_balances(book, 20_000)
     assert book["photoelectric"] == book["absorbed"] > 0
     assert book["compton"] > book["rayleigh"] > 0 and book["compton_deposit_keV"] > 0
     assert 0 < book["primary_at_detector"] < book["emitted"]

@@ -135,3 +135,29 @@ def test_device_choice_without_a_gpu(monkeypatch):
     finally:
         monkeypatch.delenv(probe.ENVIRONMENT_VARIABLE)
         probe.forget()
+
+
+def test_a_failing_gpu_falls_back_to_the_cpu_under_auto_and_raises_under_cuda():
+    """A launcher whose compiler fails (e.g. NVRTC missing): ``auto`` says so in the result's notes and runs
+    the CPU kernel (same images as a CPU run); ``cuda`` raises the launcher's error."""
+    from DeepDRRSlicerLib.cuda import probe
+
+    class BrokenCompiler(HostLauncher):
+        name = "broken-for-test"
+
+        def compile(self, source, name, options=()):
+            raise RuntimeError("nvrtc: cannot load libnvrtc.so (test)")
+
+    transport = _transport(_labelled_slab())
+    settings = ScatterSettings(photons=3_000, seed=4)
+    try:
+        fallback = transport.run(_geometry(), settings, device="auto", launcher=BrokenCompiler())
+        assert fallback.backend == "cpu"
+        assert any("CUDA Monte Carlo failed through broken-for-test" in note and "libnvrtc" in note
+                   for note in fallback.notes), fallback.notes
+        cpu = transport.run(_geometry(), settings, device="cpu")
+        assert np.array_equal(fallback.per_photon["scatter_raw"], cpu.per_photon["scatter_raw"])
+        with pytest.raises(RuntimeError, match="libnvrtc"):
+            transport.run(_geometry(), settings, device="cuda", launcher=BrokenCompiler())
+    finally:
+        probe.forget()

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..detector import AIR_DENSITY_G_CM3, AntiScatterGrid, Detector
-from ..errors import InputError
+from ..errors import InputError, SimulationCancelled
 from ..geometry import DetectorGeometry
 from ..interactions import ELECTRON_REST_KEV, HC_KEV_ANGSTROM, material_interactions
 from ..materials import MaterialVolume
@@ -293,14 +293,29 @@ class ScatterTransport:
             grid_axis=np.ascontiguousarray(grid_axis, dtype=np.float64), world_center=centre,
             world_radius=float(radius), tally_bin=int(block), forced=bool(settings.forced_detection),
             tally_h=tally_h, tally_w=tally_w)
+        notes = []
         if launcher is not None:
-            tallies, book, backend = self._run_cuda(launcher, arguments, settings, progress)
-        else:
+            try:
+                tallies, book, backend = self._run_cuda(launcher, arguments, settings, progress)
+            except SimulationCancelled:
+                raise
+            except Exception as error:  # noqa: BLE001 - compiler, driver and memory errors come in many types
+                if device != "auto":
+                    raise
+                from ..cuda import mark_broken
+
+                text = str(error).strip()
+                why = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+                mark_broken(launcher.name, why)
+                notes.append(f"the CUDA Monte Carlo failed through {launcher.name} ({why}); ran on the CPU")
+                launcher = None
+        if launcher is None:
             tallies, book = self._run_cpu(arguments, settings, progress, threads or numba.get_num_threads())
             backend = "cpu"
         seconds = time.perf_counter() - start
         result = self._result(geometry, settings, tallies, book, block, seconds, window)
         result.backend = backend
+        result.notes.extend(notes)
         return result
 
     def _run_cpu(self, a: dict, settings: ScatterSettings, progress, threads: int):
