@@ -171,6 +171,8 @@ def section_timing(chest_ct, repeats: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("dice", "contrast", "metal", "drr", "timing"),
+                        help="run one section (its figures are printed, the JSON is not rewritten)")
     args = parser.parse_args(argv)
     files = material_data.fetch(quiet=True)
     files["aorta_mask"] = material_data.extract_extra(
@@ -182,16 +184,21 @@ def main(argv=None) -> int:
     weights = mn.load_model(device="cpu")
     report = {"weights": str(weights.path), "weights_sha256": weights.sha256}
     poses = [(a, b) for b in (-20, 0, 20) for a in ((-45, 0, 45) if args.quick else (-60, -30, 0, 30, 60))]
-    sections = [("held-out bone Dice", lambda: section_dice(held_out)),
+    sections = [("held-out bone Dice", lambda: section_dice(held_out)),  # keys: dice contrast metal drr timing
                 ("contrast-filled aorta called bone", lambda: section_contrast(files)),
                 ("metal", lambda: section_metal(files, chest)),
                 ("DRR-level bone line integrals", lambda: section_drr(held_out, poses)),
                 ("inference time, whole chest CT", lambda: section_timing(chest, 1 if args.quick else 3))]
+    keys = ("dice", "contrast", "metal", "drr", "timing")
+    if args.only:
+        sections = [sections[keys.index(args.only)]]
     for title, run in sections:
         start = time.perf_counter()
         report[title] = run()
         print(f"\n== {title} ({time.perf_counter() - start:.0f} s)")
         print(json.dumps(report[title], indent=2))
+    if args.only:
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "material_network.json"
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -176,11 +176,17 @@ def compose(hu, class_probabilities, model: str = "calibrated", metal_mask=None,
     flat_p = (np.asarray(class_probabilities).reshape(-1) if hard
               else np.asarray(class_probabilities, dtype=np.float32).reshape(3, -1))
     curves = calibrated_curves() if model == "calibrated" else None
+    kernels = _compiled_kernels()
     for start in range(0, hu.size, CHUNK_VOXELS):
         part = slice(start, min(hu.size, start + CHUNK_VOXELS))
         h = flat_hu[part]
         p = ((flat_p[part][None] == np.arange(3, dtype=flat_p.dtype)[:, None]).astype(np.float32) if hard
              else flat_p[:, part])
+        if kernels is not None:
+            _compose_compiled(kernels, model, curves, h, p, density[part], fractions[: len(basis), part])
+            if progress is not None:
+                progress(part.stop / hu.size)
+            continue
         if model == "calibrated":
             mass = curves["tissue"].evaluate(h)
             mass *= (p[0] + p[1])[None]
@@ -205,6 +211,24 @@ def compose(hu, class_probabilities, model: str = "calibrated", metal_mask=None,
         fractions[-1, inside] = 1.0
         density[inside] = get_material(metal_material).density
     return density.reshape(shape), fractions.reshape(len(names), *shape), names
+
+
+def _compiled_kernels():
+    """The numba kernels (hu_calibration_cpu), or None without numba (the numpy path gives the same bits)."""
+    try:
+        from . import hu_calibration_cpu
+    except ImportError:
+        return None
+    return hu_calibration_cpu
+
+
+def _compose_compiled(kernels, model, curves, h, p, density, fractions):
+    rows = [np.ascontiguousarray(p[c], dtype=np.float32) for c in range(3)]
+    if model == "calibrated":
+        tissue, bone = curves["tissue"]._lines(), curves["bone"]._lines()
+        kernels.compose_calibrated(np.ascontiguousarray(h), *rows, *tissue, *bone, density, fractions)
+    else:
+        kernels.compose_deepdrr(np.ascontiguousarray(h), *rows, density, fractions)
 
 
 __all__ = ["DENSITY_MODELS", "CALIBRATION_KEV", "CALIBRATED_BASIS", "DEEPDRR_BASIS", "Curve", "hu_of",

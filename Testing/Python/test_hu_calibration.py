@@ -199,3 +199,34 @@ def test_overrides_put_the_implant_at_its_density_and_leave_the_rest():
     assert np.array_equal(base.fractions, before)   # the input is not modified
     with pytest.raises(Exception, match="unobtainium"):
         override_materials(base, [MaterialOverride(mask, "unobtainium")])
+
+
+@pytest.mark.parametrize("model", ["calibrated", "deepdrr"])
+def test_compiled_compose_equals_the_numpy_path_bit_for_bit(model, monkeypatch):
+    """The numba pass over the voxels (hu_calibration_cpu) and the numpy path (stock Slicer without numba)
+    give the same density and fractions, bit for bit: soft probabilities with and without bone, hard labels,
+    metal, HU at and beyond every calibration point, and empty voxels."""
+    from DeepDRRSlicerLib import hu_calibration
+
+    rng = np.random.default_rng(0)
+    n = 300_000
+    hu = rng.uniform(-1100, 3200, n).astype(np.float32)
+    points = np.concatenate([hu_calibration.calibrated_curves()["tissue"].hu,
+                             hu_calibration.calibrated_curves()["bone"].hu, [-2048, -1024, 0, 3071, 5000]])
+    hu[: points.size] = points.astype(np.float32)
+    soft = rng.dirichlet([0.3, 0.3, 0.3], n).T.astype(np.float32)
+    soft[2, : n // 3] = 0.0
+    soft[:, : n // 3] /= soft[:, : n // 3].sum(axis=0)
+    labels = rng.integers(0, 3, n).astype(np.uint8)
+    metal = np.zeros(n, dtype=bool)
+    metal[5000:5100] = True
+    assert hu_calibration._compiled_kernels() is not None
+    for probabilities in (soft, labels):
+        compiled = hu_calibration.compose(hu, probabilities, model, metal_mask=metal, metal_material="titanium")
+        with monkeypatch.context() as patch:
+            patch.setattr(hu_calibration, "_compiled_kernels", lambda: None)
+            plain = hu_calibration.compose(hu, probabilities, model, metal_mask=metal, metal_material="titanium")
+        assert compiled[2] == plain[2]
+        assert np.array_equal(compiled[0], plain[0])
+        assert np.array_equal(compiled[1], plain[1])
+        assert (compiled[0] <= 0).any() and (compiled[0] > 1.5).any()   # empty and dense voxels were covered
