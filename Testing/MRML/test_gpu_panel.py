@@ -61,3 +61,15 @@ def test_the_panel_names_the_backend_of_a_render_and_why(scene, ct_node):
     else:
         assert line in ("CPU (numba)", "CPU (numpy fallback)")
         assert reason in gpu.backend_tooltip(output.result)
+
+
+def test_the_panel_names_the_scatter_backend_when_it_differs():
+    """A render whose projector ran on the CPU (Siddon) and whose Monte Carlo ran on the GPU says both."""
+    from types import SimpleNamespace
+
+    both_gpu = SimpleNamespace(backend="cuda-cupy", metrics={"scatter": {"backend": "cuda-cupy"}}, notes=[])
+    split = SimpleNamespace(backend="cpu", metrics={"scatter": {"backend": "cuda-pycuda"}}, notes=[])
+    no_scatter = SimpleNamespace(backend="cpu", metrics={}, notes=[])
+    assert gpu.backend_line(both_gpu) == "GPU (CUDA through CuPy)"
+    assert gpu.backend_line(split) == "CPU (numba); scatter: GPU (CUDA through pycuda)"
+    assert gpu.backend_line(no_scatter) == "CPU (numba)"

@@ -67,11 +67,17 @@ def install_cupy(slicer_module, offer: GpuOffer, confirm=None) -> bool:
 
 
 def backend_line(result) -> str:
-    """Where a render ran, in words: "GPU (CUDA through CuPy)" or "CPU (numba)"."""
-    return describe_backend(result.backend)
+    """Where a render ran, in words: "GPU (CUDA through CuPy)" or "CPU (numba)"; the scatter Monte Carlo's
+    backend follows when it ran elsewhere (e.g. the projector took the CPU for Siddon)."""
+    line = describe_backend(result.backend)
+    scatter = (getattr(result, "metrics", None) or {}).get("scatter") or {}
+    scatter_backend = scatter.get("backend")
+    if scatter_backend and scatter_backend != result.backend:
+        line += f"; scatter: {describe_backend(scatter_backend)}"
+    return line
 
 
 def backend_tooltip(result) -> str:
     """The render's notes about its backend (why the CPU ran, which GPU), for a tooltip."""
-    keywords = ("CUDA", "GPU", "numba", "numpy")
+    keywords = ("CUDA", "GPU", "numba", "numpy")   # also the Monte Carlo's fallback note
     return "\n".join(note for note in result.notes if any(word in note for word in keywords))
