@@ -161,3 +161,19 @@ def test_a_failing_gpu_falls_back_to_the_cpu_under_auto_and_raises_under_cuda():
             transport.run(_geometry(), settings, device="cuda", launcher=BrokenCompiler())
     finally:
         probe.forget()
+
+
+def test_release_device_memory_frees_the_tables_and_the_next_run_uploads_again(host):
+    from DeepDRRSlicerLib import cuda
+
+    transport = _transport(_labelled_slab())
+    settings = ScatterSettings(photons=4_000, seed=9)
+    before = transport.run(_geometry(), settings, launcher=host)
+    tables = transport._device_tables[id(host)]
+    assert tables.buffers is not None
+    uploaded = host.uploaded_bytes
+    cuda.release_device_memory()
+    assert tables.buffers is None
+    after = transport.run(_geometry(), settings, launcher=host)
+    assert host.uploaded_bytes > uploaded + transport.density.nbytes   # the voxels went up again
+    assert np.array_equal(before.per_photon["scatter_raw"], after.per_photon["scatter_raw"])

@@ -1,7 +1,7 @@
 """The CUDA backend of the projector: one kernel source (``projector.cu``), two launchers (CuPy, pycuda).
 
-Only ``projector.py`` calls into this package; nothing else knows which backend ran. See
-``probe`` (which launcher works and why not), ``backend`` (memory planning, slabs, batches) and
+``projector.py`` and the scatter Monte Carlo (``scatter/``) call into this package; nothing else knows
+which backend ran. See ``probe`` (which launcher works and why not), ``backend`` (memory planning, slabs, batches) and
 ``launcher`` (``DeviceArray``: results left on the GPU, shared through DLPack).
 """
 
@@ -32,7 +32,11 @@ def projector_for(launcher=None):
 
 
 def release_device_memory() -> None:
-    """Free the volumes kept on the GPU between renders (they are uploaded again when needed)."""
+    """Free the volumes kept on the GPU between renders, the projector's and the scatter Monte Carlo's
+    (they are uploaded again when needed)."""
+    from ..scatter import kernel_cuda as scatter_tables
+
+    scatter_tables.release_all()
     with _lock:
         for projector in _projectors.values():
             projector.release()

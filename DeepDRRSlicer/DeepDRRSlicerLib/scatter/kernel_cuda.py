@@ -8,6 +8,7 @@ images exactly as after a CPU run.
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,8 +51,12 @@ def pack_parameters(a: dict) -> tuple[np.ndarray, np.ndarray]:
     return p, i
 
 
+_live_tables: "weakref.WeakSet[DeviceTables]" = weakref.WeakSet()
+
+
 class DeviceTables:
-    """The voxel arrays and the cross-section tables of one ScatterTransport, on one launcher's device."""
+    """The voxel arrays and the cross-section tables of one ScatterTransport, on one launcher's device.
+    ``cuda.release_device_memory()`` frees them (``buffers`` becomes None; the next run uploads again)."""
 
     ORDER = ("density", "labels", "fractions", "mu_fine", "src_energy", "src_cdf", "mu_src", "block_max", "y_grid",
              "f2", "f2_cumulative", "x_grid", "s_fn", "s_inf", "det_mu_t_fine", "det_mu_t_src", "norm_compton",
@@ -65,6 +70,16 @@ class DeviceTables:
         dtypes = {"density": np.float32, "labels": np.uint8, "fractions": np.float32}
         self.buffers = [launcher.upload(np.ascontiguousarray(getattr(transport, name), dtype=dtypes.get(name, np.float64)))
                         for name in self.ORDER]
+        _live_tables.add(self)
+
+    def release(self) -> None:
+        self.buffers = None
+
+
+def release_all() -> None:
+    """Free the tables of every ScatterTransport on the GPU (they are uploaded again when needed)."""
+    for tables in list(_live_tables):
+        tables.release()
 
 
 def run_batch(launcher, tables: DeviceTables, arguments: dict, tallies_shape: tuple) -> tuple:

@@ -358,7 +358,7 @@ class ScatterTransport:
         from . import kernel_cuda
 
         tables = self._device_tables.get(id(launcher))
-        if tables is None or tables.launcher is not launcher:
+        if tables is None or tables.launcher is not launcher or tables.buffers is None:
             tables = self._device_tables[id(launcher)] = kernel_cuda.DeviceTables(launcher, self)
         shape = (kernel.N_TALLIES, a["tally_h"], a["tally_w"])
         tallies = np.zeros(shape, dtype=np.int64)
