@@ -49,7 +49,8 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from candidate_projectors import project_candidate  # noqa: E402
 from phantoms import oblique_matrix  # noqa: E402
-from sharp_phantoms import centred_grid, single_bodies, test_views, torso_phantom, two_material_phantom  # noqa: E402
+from sharp_phantoms import (centred_grid, single_bodies, test_views, torso_phantom, two_material_phantom,  # noqa: E402
+                            two_material_volumes)
 
 from DeepDRRSlicerLib.materials import MaterialVolume  # noqa: E402
 from DeepDRRSlicerLib.projector import project  # noqa: E402
@@ -113,12 +114,7 @@ def main(argv=None) -> int:
                       + "  ".join(f"{n} {row[n]['median_pct']:.3f}/{row[n]['p95_pct']:.3f}" for n in algorithms),
                       flush=True)
         # per material, soft fractions and hard labels
-        phantom = two_material_phantom()
-        matrix, shape = centred_grid(grid_matrix, 52.0)
-        density, fractions = phantom.voxelise(shape, matrix, supersample=args.supersample)
-        soft = MaterialVolume.from_fractions(density, fractions, phantom.materials, matrix)
-        hard = MaterialVolume(density=density, labels=np.argmax(fractions, axis=0).astype(np.uint8),
-                              names=phantom.materials, ijk_to_ras=matrix)
+        soft, hard, matrix, phantom = two_material_volumes(grid_matrix, args.supersample)
         spacing = 2 * 52.0 * 1020.0 / 530.0 / args.pixels
         for pose_name, geometry in test_views(matrix, args.pixels, spacing).items():
             _, per_material, _ = phantom.exact(geometry.source, geometry.pixel_centers())

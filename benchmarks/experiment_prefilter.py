@@ -36,7 +36,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "Testing" / "Python"))
 
 from phantoms import oblique_matrix  # noqa: E402
-from sharp_phantoms import centred_grid, single_bodies, test_views, torso_phantom, two_material_phantom  # noqa: E402
+from sharp_phantoms import centred_grid, single_bodies, test_views, torso_phantom, two_material_volumes  # noqa: E402
 
 from DeepDRRSlicerLib.materials import MaterialVolume  # noqa: E402
 from DeepDRRSlicerLib.projector import _ray_frame, project  # noqa: E402
@@ -200,12 +200,7 @@ def main(argv=None):
                       + " | ".join(cells) + " |", flush=True)
         if args.no_two_material:
             continue
-        phantom = two_material_phantom()
-        matrix, shape = centred_grid(grid_matrix, 52.0)
-        density, fractions = phantom.voxelise(shape, matrix, supersample=args.supersample)
-        soft = MaterialVolume.from_fractions(density, fractions, phantom.materials, matrix)
-        hard = MaterialVolume(density=density, labels=np.argmax(fractions, axis=0).astype(np.uint8),
-                              names=phantom.materials, ijk_to_ras=matrix)
+        soft, hard, matrix, phantom = two_material_volumes(grid_matrix, args.supersample)
         spacing = 2 * 52.0 * 1020.0 / 530.0 / args.pixels
         runs = {"fractions": Variants(soft, which, args.strength), "labels": Variants(hard, which, args.strength)}
         for pose_name, geometry in test_views(matrix, args.pixels, spacing).items():

@@ -100,10 +100,11 @@ def _worst_relative(measured, reference):
     return float((np.abs(np.asarray(measured, dtype=np.float64) - reference) / scale).max())
 
 
-def _log(launcher, **values):
+def _log(launcher, prefix="gpu_accuracy", **values):
+    """Merge ``values`` into DEEPDRR_GPU_LOG/<prefix>_<launcher>.json (when that folder is set)."""
     folder = os.environ.get("DEEPDRR_GPU_LOG")
     if folder:
-        path = Path(folder) / f"gpu_accuracy_{launcher.name}.json"
+        path = Path(folder) / f"{prefix}_{launcher.name}.json"
         previous = json.loads(path.read_text()) if path.exists() else {}
         previous.update(values)
         path.write_text(json.dumps(previous, indent=2))

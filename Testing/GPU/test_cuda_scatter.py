@@ -11,7 +11,6 @@ same seed whatever the launch shape.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -30,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "Python"))   # the engine layer's bookkeeping check
 from test_cuda_projector import _launcher, load_test_ct  # noqa: E402
-from test_scatter import assert_bookkeeping_balances  # noqa: E402
+from test_cuda_projector import _log as log  # noqa: E402
+from test_scatter import analytic_primary_per_tally_pixel, assert_bookkeeping_balances  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 NAMES = ("air", "water")
@@ -60,12 +60,7 @@ def water_20cm():
 
 
 def _log(launcher, **values):
-    folder = os.environ.get("DEEPDRR_GPU_LOG")
-    if folder:
-        path = Path(folder) / f"gpu_scatter_{launcher.name}.json"
-        previous = json.loads(path.read_text()) if path.exists() else {}
-        previous.update(values)
-        path.write_text(json.dumps(previous, indent=2))
+    log(launcher, prefix="gpu_scatter", **values)
 
 
 @pytest.mark.parametrize("forced", [False, True])
@@ -129,10 +124,8 @@ def test_device_mc_primary_matches_the_analytic_primary_on_the_chest_ct(launcher
     """The built-in self-check on real CT, on the device: 2e7 photons, tally pixel by tally pixel."""
     from scipy.stats import chi2
 
-    from DeepDRRSlicerLib.detector import pixel_geometry
     from DeepDRRSlicerLib.geometry import CArm
     from DeepDRRSlicerLib.materials import decompose
-    from DeepDRRSlicerLib.projector import project
 
     volume, _ = load_test_ct()
     materials = decompose(volume, method="threshold")
@@ -142,11 +135,7 @@ def test_device_mc_primary_matches_the_analytic_primary_on_the_chest_ct(launcher
     result = ScatterTransport(materials, model, detector).run(
         geometry, ScatterSettings(photons=20_000_000, seed=41, forced_detection=False, tally_pixel_mm=12.0),
         launcher=launcher)
-    fine = CArm(isocenter_ras=tuple(volume.center_ras()), width=192, height=192, pixel_spacing_mm=1.5).geometry()
-    projection = project(materials, fine, algorithm="siddon", device="cpu")
-    pixels = pixel_geometry(fine, materials.ijk_to_ras, materials.density.shape)
-    sums = model.spectral_sums(projection.line_integrals, pixels.air_outside_box_g_cm2(), model.signal_weights())
-    analytic = (sums[0] * pixels.fluence_factor).reshape(24, 8, 24, 8).sum(axis=(1, 3))
+    analytic, _ = analytic_primary_per_tally_pixel(materials, model, volume, 24, 12.0)
     mc, var = result.mc_primary, result.mc_primary_variance
     enough = mc > 0
     statistic = float(np.sum((mc[enough] - analytic[enough]) ** 2 / var[enough]))

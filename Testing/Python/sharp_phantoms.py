@@ -238,6 +238,20 @@ def two_material_phantom() -> SharpPhantom:
     ])
 
 
+def two_material_volumes(grid_matrix: np.ndarray, supersample: int = 5):
+    """The two-material phantom voxelised on ``grid_matrix`` (centred, 52 mm half extent) as soft fractions and
+    as hard (most probable) labels: (soft, hard, matrix, phantom)."""
+    from DeepDRRSlicerLib.materials import MaterialVolume
+
+    phantom = two_material_phantom()
+    matrix, shape = centred_grid(grid_matrix, 52.0)
+    density, fractions = phantom.voxelise(shape, matrix, supersample=supersample)
+    soft = MaterialVolume.from_fractions(density, fractions, phantom.materials, matrix)
+    hard = MaterialVolume(density=density, labels=np.argmax(fractions, axis=0).astype(np.uint8),
+                          names=phantom.materials, ijk_to_ras=matrix)
+    return soft, hard, matrix, phantom
+
+
 def centred_grid(matrix: np.ndarray, half_extent_mm: float):
     """IJK->RAS with the spacing and directions of ``matrix``, centred on the origin, covering
     +-half_extent_mm along each grid axis; returns (matrix, shape [k, j, i])."""

@@ -230,6 +230,24 @@ def test_forced_detection_agrees_with_analog_scoring(water_10cm):
     assert f_sigma / f_total < a_sigma / a_total
 
 
+def analytic_primary_per_tally_pixel(materials, model, volume, pixels_per_side, pixel_mm, rays_per_side=8):
+    """(primary, open field): the analytic primary signal (Siddon + PrimaryModel: same voxels, spectrum and
+    detector as the MC) of each pixel of a centred C-arm detector, and the same without the CT, each summed
+    over rays_per_side^2 rays per pixel (the MC integrates over the pixel)."""
+    from DeepDRRSlicerLib.geometry import CArm
+
+    n, r = pixels_per_side, rays_per_side
+    fine = CArm(isocenter_ras=tuple(volume.center_ras()), width=n * r, height=n * r,
+                pixel_spacing_mm=pixel_mm / r).geometry()
+    projection = project(materials, fine, algorithm="siddon", device="cpu")
+    pixels = pixel_geometry(fine, materials.ijk_to_ras, materials.density.shape)
+    sums = model.spectral_sums(projection.line_integrals, pixels.air_outside_box_g_cm2(), model.signal_weights())
+    flat = model.spectral_sums(np.zeros((0, *fine.shape), np.float32), pixels.air_flat_g_cm2(),
+                               model.signal_weights())
+    per_pixel = lambda image: (image * pixels.fluence_factor).reshape(n, r, n, r).sum(axis=(1, 3))  # noqa: E731
+    return per_pixel(sums[0]), per_pixel(flat[0])
+
+
 def test_mc_primary_matches_the_analytic_primary_on_the_bundled_ct():
     """The built-in self-check, on real CT: the MC's unscattered photons against the analytic primary
     (Siddon projector + PrimaryModel, same voxels, spectrum and detector), tally pixel by tally pixel."""
@@ -247,12 +265,7 @@ def test_mc_primary_matches_the_analytic_primary_on_the_bundled_ct():
     model = PrimaryModel.for_spectrum(tube_spectrum(120.0, {"Al": 3.3}), materials.names, detector=detector)
     result = ScatterTransport(materials, model, detector).run(
         geometry, ScatterSettings(photons=1_500_000, seed=41, forced_detection=False, tally_pixel_mm=16.0))
-    # the analytic primary averaged over each 16 mm pixel (the MC integrates over the pixel): 8 x 8 rays
-    fine = CArm(isocenter_ras=tuple(volume.center_ras()), width=192, height=192, pixel_spacing_mm=2.0).geometry()
-    projection = project(materials, fine, algorithm="siddon")
-    pixels = pixel_geometry(fine, materials.ijk_to_ras, materials.density.shape)
-    sums = model.spectral_sums(projection.line_integrals, pixels.air_outside_box_g_cm2(), model.signal_weights())
-    analytic = (sums[0] * pixels.fluence_factor).reshape(24, 8, 24, 8).sum(axis=(1, 3))
+    analytic, open_field = analytic_primary_per_tally_pixel(materials, model, volume, 24, 16.0)
     mc, var = result.mc_primary, result.mc_primary_variance
     enough = mc > 0
     statistic = float(np.sum((mc[enough] - analytic[enough]) ** 2 / var[enough]))
@@ -262,9 +275,7 @@ def test_mc_primary_matches_the_analytic_primary_on_the_bundled_ct():
     assert sigma < 0.012   # ~1 % at 1.5e6 photons (CI); benchmarks/bench_scatter.py runs 0.3 %
     assert abs(ratio - 1.0) < max(0.01, 3 * sigma), (ratio, sigma)
     # the body-only region too (where the primary is a few per cent of the open field)
-    flat = model.spectral_sums(np.zeros((0, *fine.shape), np.float32), pixels.air_flat_g_cm2(),
-                               model.signal_weights())[0] * pixels.fluence_factor
-    body = analytic < 0.5 * flat.reshape(24, 8, 24, 8).sum(axis=(1, 3))
+    body = analytic < 0.5 * open_field
     assert body.sum() > 50
     body_ratio = mc[body].sum() / analytic[body].sum()
     body_sigma = np.sqrt(var[body].sum()) / mc[body].sum()
