@@ -104,14 +104,14 @@ def main(argv=None) -> int:
     hu = data["hu"].astype(np.float32)
     volume = Volume.from_array(hu, ijk_to_ras=data["ijk_to_ras"], source=args.ct)
     if not args.skip_network:
+        import torch
+
         from DeepDRRSlicerLib.material_network import segment_working
 
         times = []
         for _ in range(4):
             start = time.perf_counter()
             segment_working(volume.hu, volume.ijk_to_ras, device="cuda")
-            import torch
-
             torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         report["network_chest_ct_gpu"] = {"shape": list(hu.shape), "first_call_s": round(times[0], 3),

@@ -11,7 +11,6 @@ same seed whatever the launch shape.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -277,8 +277,6 @@ def _hide_simpleitk(monkeypatch):
 def test_metal_components_without_simpleitk_match_simpleitk(monkeypatch):
     """Metal detection's connected components: the SciPy route (trimmed environments) labels the same
     26-connected components as SimpleITK: diagonal neighbours join, a lone small blob is dropped."""
-    import builtins
-
     import DeepDRRSlicerLib.metal as metal
 
     hu = np.full((12, 12, 12), 0.0, dtype=np.float32)
