@@ -117,8 +117,14 @@ class FluoroStage(enum.Enum):
     SCATTER_RELATIVE_ERROR = "scatter_relative_error"
     LINE_INTEGRAL = "line_integral"
     LINE_INTEGRAL_AIR = "line_integral_air"
+    LINE_INTEGRAL_LUNG = "line_integral_lung"
+    LINE_INTEGRAL_ADIPOSE = "line_integral_adipose"
+    LINE_INTEGRAL_WATER = "line_integral_water"
     LINE_INTEGRAL_SOFT_TISSUE = "line_integral_soft_tissue"
     LINE_INTEGRAL_BONE = "line_integral_bone"
+    LINE_INTEGRAL_TITANIUM_ALLOY = "line_integral_titanium_alloy"
+    LINE_INTEGRAL_STAINLESS_STEEL = "line_integral_stainless_steel"
+    LINE_INTEGRAL_COBALT_CHROMIUM = "line_integral_cobalt_chromium"
 
     def label(self) -> str:
         from DeepDRRSlicerLib.mrml.stages import stage_title

@@ -185,6 +185,16 @@ def test_stage_enum_matches_the_library_list():
     assert tuple(values) == KNOWN_STAGES
 
 
+def test_every_material_of_the_shipped_models_has_a_selectable_stage():
+    from DeepDRRSlicerLib.hu_calibration import CALIBRATED_BASIS, DEEPDRR_BASIS
+    from DeepDRRSlicerLib.metal import METAL_CHOICES
+    from DeepDRRSlicerLib.mrml.stages import KNOWN_STAGES
+
+    materials = set(CALIBRATED_BASIS) | set(DEEPDRR_BASIS) | {m for m in METAL_CHOICES.values() if m}
+    missing = sorted(m for m in materials if f"line_integral_{m}" not in KNOWN_STAGES)
+    assert not missing, f"no stage selector entry for {missing}"
+
+
 def test_cmake_builds_the_module_with_generic_tests_and_registers_the_self_test():
     text = MODULE_CMAKE.read_text(encoding="utf-8")
     assert re.search(r"slicerMacroBuildScriptedModule\([^)]*WITH_GENERIC_TESTS", text, re.S)

@@ -4,7 +4,10 @@ The engine decides which stages it computes (``SimulationResult.stages``):
 "primary", "scatter", "total", "noisy" and "final" as chosen in its
 settings, "spr" and "scatter_relative_error" with the scatter, and one
 "line_integral_<material>" per material ("line_integral" in line-integral
-mode). The selector greys out what the last render did not compute.
+mode). Every material of the shipped density models (calibrated and DeepDRR
+bases) and implant metals has its stage here (a test checks it); materials a
+user registers are written as nodes but not listed. The selector greys out
+what the last render did not compute.
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ KNOWN_STAGES = (
     "scatter_relative_error",
     "line_integral",
     "line_integral_air",
+    "line_integral_lung",
+    "line_integral_adipose",
+    "line_integral_water",
     "line_integral_soft_tissue",
     "line_integral_bone",
+    "line_integral_titanium_alloy",
+    "line_integral_stainless_steel",
+    "line_integral_cobalt_chromium",
 )
 
 _TITLES = {
