@@ -55,8 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--patch", type=int, default=40)
-    p.add_argument("--working-spacing", type=float, default=None,
-                   help="the network's working grid in mm (default: NetworkConfig's)")
+    p.add_argument("--working-spacing", type=float, default=mn.NetworkConfig.working_spacing_mm,
+                   help="the network's working grid in mm")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=20260)
     p.add_argument("--threads", type=int, default=1,
@@ -236,9 +236,8 @@ def add_enhancing_structures(hu, targets, rng, probability=0.5):
                 continue
             texture = 1.0 + 0.05 * torch.from_numpy(rng.standard_normal((p, p, p)).astype(np.float32))
             hu[b] = hu[b] * (1 - fraction) + value.reshape(p, p, p) * texture * fraction
-            soft = torch.zeros_like(targets[b])
-            soft[1] = 1.0
-            targets[b] = targets[b] * (1 - fraction) + soft * fraction
+            targets[b] *= 1 - fraction
+            targets[b, 1] += fraction
 
 
 def add_metal(hu, weight, rng):
@@ -387,8 +386,7 @@ def main(argv=None) -> int:
     chest_train, chest_held_out = material_data.split_chest(chest)
     training = [chest_train, material_data.abdomen(files)]
     held_out = [chest_held_out, material_data.pelvis_labelled(files)]
-    config = mn.NetworkConfig() if args.working_spacing is None else mn.NetworkConfig(
-        working_spacing_mm=args.working_spacing)
+    config = mn.NetworkConfig(working_spacing_mm=args.working_spacing)
     volumes = [WorkingVolume(ct, config.working_spacing_mm) for ct in training]
     sizes = np.array([float(np.prod(v.shape)) for v in volumes])
     weights = np.sqrt(sizes) / np.sqrt(sizes).sum()   # the small abdomen series still gets seen
