@@ -194,6 +194,22 @@ class SharpPhantom:
         per_material *= 0.1  # g/cm3 * mm -> g/cm2
         return per_material.sum(axis=0), per_material, union
 
+    def box_filtered(self, start, end, ijk_to_ras, samples: int = 4):
+        """Line integrals (total, g/cm2) through the phantom convolved with one voxel box of ``ijk_to_ras``.
+
+        Voxelising with partial volume samples exactly that blurred phantom at the voxel centres, so this is
+        what the voxel data themselves permit: the mean of ``exact`` over rays shifted by samples^3 midpoint
+        offsets inside one voxel (the convolution commutes with the line integral)."""
+        linear = np.asarray(ijk_to_ras, dtype=float)[:3, :3]
+        offsets = (np.arange(samples) + 0.5) / samples - 0.5
+        grid = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), axis=-1).reshape(-1, 3)
+        end = np.asarray(end, dtype=float)
+        start = np.broadcast_to(np.asarray(start, dtype=float), end.shape)
+        total = np.zeros(end.shape[:-1])
+        for offset in grid @ linear.T:
+            total += self.exact(start + offset, end + offset)[0]
+        return total / len(grid)
+
 
 def torso_phantom(center=(0.0, 0.0, 0.0)) -> SharpPhantom:
     """A torso-like phantom: soft tissue with fat, lung-like and fluid regions, bones of two densities.

@@ -9,9 +9,12 @@ runs the full matrix (more bodies, a torso, every candidate algorithm).
 What the tolerances rest on (that benchmark, 1 mm and 0.7-1.0 mm grids): along
 the grid axes Joseph's median error is 0.03-0.09 %; in oblique C-arm views
 every trilinear-type projector, the exact integral of the trilinear interpolant
-included, has medians of 0.05-0.25 % and 95th percentiles of 0.3-0.65 %:
-the floor that partial-volume blur plus linear interpolation set on a
-1 mm grid. Siddon's errors are 2-10 times larger (staircase aliasing).
+included, has medians of 0.04-0.25 % and 95th percentiles up to 0.7 % (1.0 %
+along the axes, on rays grazing flat caps). The phantom blurred by one voxel
+box, which is what the partial-volume voxels sample, is 3-21 times closer, so
+this is the limit of linear interpolation, not of the data; sharper and softer
+in-slice kernels were tried and are worse (benchmarks/experiment_*.py).
+Siddon's errors are 1.3-20 times larger (staircase aliasing).
 """
 
 from __future__ import annotations
