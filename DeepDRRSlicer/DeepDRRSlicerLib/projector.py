@@ -260,6 +260,7 @@ def _project_numba(materials, layout, geometry, primary_model, algorithm, step_m
         primary = np.zeros((1, 1), dtype=np.float32)
     voxels = (layout.packed, layout.channels, layout.kind == "labels", layout.label_mask, layout.mixed_flag,
               *layout.shape_kji)
+    load_width = projector_cpu.vector_width(layout)
     chunk = rows_per_chunk or _rows_per_launch(height, width)
     for row_start in range(0, height, chunk):
         row_stop = min(height, row_start + chunk)
@@ -269,7 +270,7 @@ def _project_numba(materials, layout, geometry, primary_model, algorithm, step_m
         # would leave a thread idle
         with numba.parallel_chunksize(1):
             if algorithm == "joseph":
-                projector_cpu.joseph_rows(*voxels, *rays)
+                projector_cpu.joseph_rows(*voxels, *rays, load_width)
             elif algorithm == "siddon":
                 projector_cpu.siddon_rows(*voxels, *rays)
             else:

@@ -31,9 +31,13 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import int64, njit, prange, types, uint64
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 MM_TO_CM = 0.1
+#: Joseph's interior loop over density channels hints the cache this many slices ahead: consecutive
+#: slices lie a whole row or plane apart in memory, which the hardware prefetcher does not follow.
+PREFETCH_SLICES = 12
 
 
 @intrinsic
@@ -45,6 +49,74 @@ def _as_float32(typingctx, bits):
         return builder.bitcast(args[0], ir.FloatType())
 
     return signature, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the cache to fetch the line holding element ``index`` of a contiguous array. A hint only:
+    it never faults (an index outside the array is harmless) and never changes a result."""
+    signature = types.void(array, index)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
+        builder.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])  # read, keep, data
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+def _vector_bilinear(width: int):
+    """An intrinsic acc[0:width] += sum_q w_q * row q of ``channels`` (float32 [voxels, M], widened to
+    float64): each corner's materials in one ``width``-wide load instead of M scalar loads. Lanes past M
+    read the next voxel (or the layout's slack) and land in acc[M:width], which callers ignore; acc
+    must hold ``width`` values."""
+
+    @intrinsic
+    def bilinear(typingctx, channels, i00, i01, i10, i11, w00, w01, w10, w11, acc):
+        signature = types.void(channels, i00, i01, i10, i11, w00, w01, w10, w11, acc)
+
+        def codegen(context, builder, sig, args):
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            row = context.make_array(sig.args[0])(context, builder, args[0]).strides
+            row_floats = builder.udiv(builder.extract_value(row, 0), ir.Constant(ir.IntType(64), 4))
+            floats = ir.VectorType(ir.FloatType(), width)
+            doubles = ir.VectorType(ir.DoubleType(), width)
+            lanes = ir.VectorType(ir.IntType(32), width)
+            total = None
+            for corner in range(4):
+                address = builder.gep(data, [builder.mul(args[1 + corner], row_floats)])
+                loaded = builder.load(builder.bitcast(address, floats.as_pointer()), align=4)
+                scalar = builder.insert_element(ir.Constant(doubles, ir.Undefined), args[5 + corner],
+                                                ir.Constant(ir.IntType(32), 0))
+                weight = builder.shuffle_vector(scalar, ir.Constant(doubles, ir.Undefined),
+                                                ir.Constant(lanes, [0] * width))
+                term = builder.fmul(builder.fpext(loaded, doubles), weight, flags=("fast",))
+                total = term if total is None else builder.fadd(total, term, flags=("fast",))
+            out = builder.bitcast(context.make_array(sig.args[9])(context, builder, args[9]).data, doubles.as_pointer())
+            builder.store(builder.fadd(builder.load(out, align=8), total, flags=("fast",)), out, align=8)
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return bilinear
+
+
+_bilinear_4 = _vector_bilinear(4)
+_bilinear_8 = _vector_bilinear(8)
+
+
+def vector_width(layout) -> int:
+    """The vector width the ``fractions`` kernels may use for ``layout`` (0: scalar loads)."""
+    if layout.kind != "fractions":
+        return 0
+    for width in (4, 8):
+        if layout.n_materials <= width and layout.vector_slack >= width - layout.n_materials:
+            return width
+    return 0
 
 
 @njit(inline="always")
@@ -221,14 +293,16 @@ def _joseph_interior_labels(packed, values, label_mask, mixed_flag, acc, n_first
 
 @njit(fastmath=True, nogil=True)
 def _joseph_interior_fractions(channels, acc, n_first, n_last, sa, inv_ea, sb, eb, sc, ec,
-                               stride_a, stride_b, stride_c, weight):
-    """Slices n_first <= n < n_last, per-material density channels."""
+                               stride_a, stride_b, stride_c, weight, load_width):
+    """Slices n_first <= n < n_last, per-material density channels; ``load_width``: vector_width (0, 4, 8)."""
     db = eb * inv_ea
     dc = ec * inv_ea
     xb = sb + (n_first - sa) * db + 1.0
     xc = sc + (n_first - sa) * dc + 1.0
     base = uint64((n_first + 1) * stride_a)
-    n_materials = acc.shape[0]
+    n_materials = channels.shape[1]
+    row = uint64(n_materials)
+    last_float = row - uint64(1)
     for _ in range(n_first, n_last):
         ib = int64(xb)
         ic = int64(xc)
@@ -238,12 +312,24 @@ def _joseph_interior_fractions(channels, acc, n_first, n_last, sa, inv_ea, sb, e
         i01 = i00 + uint64(stride_b)
         i10 = i00 + uint64(stride_c)
         i11 = i10 + uint64(stride_b)
+        ahead = base + uint64(PREFETCH_SLICES * stride_a + int64(xb + PREFETCH_SLICES * db) * stride_b
+                              + int64(xc + PREFETCH_SLICES * dc) * stride_c)
+        _prefetch(channels, ahead * row)
+        _prefetch(channels, (ahead + uint64(stride_b)) * row + last_float)
+        _prefetch(channels, (ahead + uint64(stride_c)) * row)
+        _prefetch(channels, (ahead + uint64(stride_c + stride_b)) * row + last_float)
         w00 = (1.0 - fb) * (1.0 - fc) * weight
         w01 = fb * (1.0 - fc) * weight
         w10 = (1.0 - fb) * fc * weight
         w11 = fb * fc * weight
-        for m in range(n_materials):
-            acc[m] += w00 * channels[i00, m] + w01 * channels[i01, m] + w10 * channels[i10, m] + w11 * channels[i11, m]
+        if load_width == 8:
+            _bilinear_8(channels, i00, i01, i10, i11, w00, w01, w10, w11, acc)
+        elif load_width == 4:
+            _bilinear_4(channels, i00, i01, i10, i11, w00, w01, w10, w11, acc)
+        else:
+            for m in range(n_materials):
+                acc[m] += (w00 * channels[i00, m] + w01 * channels[i01, m] + w10 * channels[i10, m]
+                           + w11 * channels[i11, m])
         xb += db
         xc += dc
         base += uint64(stride_a)
@@ -252,7 +338,7 @@ def _joseph_interior_fractions(channels, acc, n_first, n_last, sa, inv_ea, sb, e
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)
 def joseph_rows(packed, channels, use_labels, label_mask, mixed_flag, nk, nj, ni,
                 source_ijk, origin_ijk, u_ijk, v_ijk, source_ras, origin_ras, u_ras, v_ras,
-                row_start, row_stop, mu_log2, weights, line_integrals, primary):
+                row_start, row_stop, mu_log2, weights, line_integrals, primary, load_width):
     """Joseph's method (Joseph 1982, IEEE TMI 1:192), as the midpoint rule over dominant-axis cells.
 
     The exact rule, which every backend implements:
@@ -280,17 +366,21 @@ def joseph_rows(packed, channels, use_labels, label_mask, mixed_flag, nk, nj, ni
     The interior slices step positions incrementally (s_b + (n - s_a) e_b / e_a computed by
     repeated addition, exact to < 1e-9 voxel here); a float32 port should compute each
     sample's position directly. Densities are the layout's stored float32 values.
+
+    ``load_width``: ``vector_width(layout)``, how the density channels may be loaded (it changes the
+    speed, not the numbers).
     """
     n_materials = line_integrals.shape[0]
-    width = line_integrals.shape[2]
+    columns = line_integrals.shape[2]
     want_primary = weights.shape[0] > 0
     values = packed.view(np.float32)
     pi = ni + 2
     pij = pi * (nj + 2)
     for r in prange(row_start, row_stop):
-        acc = np.zeros(n_materials)
+        lanes = np.zeros(max(n_materials, 8))   # the vector loads add to all 8; acc is the first M
+        acc = lanes[:n_materials]
         exponent = np.empty(weights.shape[0])
-        for c in range(width):
+        for c in range(columns):
             e0, e1, e2, length_mm, t_in, t_out = _ray(r, c, source_ijk, origin_ijk, u_ijk, v_ijk, source_ras,
                                                       origin_ras, u_ras, v_ras, ni, nj, nk)
             for m in range(n_materials):
@@ -337,8 +427,8 @@ def joseph_rows(packed, channels, use_labels, label_mask, mixed_flag, nk, nj, ni
                         _joseph_interior_labels(packed, values, label_mask, mixed_flag, acc, n_lo + 1, n_hi, sa,
                                                 inv_ea, sb, eb, sc, ec, stride_a, stride_b, stride_c, cell_tau)
                     else:
-                        _joseph_interior_fractions(channels, acc, n_lo + 1, n_hi, sa, inv_ea, sb, eb, sc, ec,
-                                                   stride_a, stride_b, stride_c, cell_tau)
+                        _joseph_interior_fractions(channels, lanes, n_lo + 1, n_hi, sa, inv_ea, sb, eb, sc, ec,
+                                                   stride_a, stride_b, stride_c, cell_tau, load_width)
             _finish_pixel(acc, length_mm, r, c, line_integrals, want_primary, mu_log2, weights, exponent, primary)
 
 

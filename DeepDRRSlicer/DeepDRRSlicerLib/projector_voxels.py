@@ -21,7 +21,10 @@ and hold their mixed flag in the sign bit instead, so they read as exactly
 
 ``fractions`` (soft fractions, or hard labels with more than 16 materials):
 float32 [padded voxels, M], the per-material densities rho_m of each voxel,
-interleaved so one voxel's materials share a cache line.
+interleaved so one voxel's materials share a cache line. The buffer holding
+it runs ``VECTOR_SLACK`` floats past the last voxel, so a kernel may load a
+voxel's materials as one 4- or 8-wide vector (the extra lanes are ignored)
+even at the end of the array.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_PACKED_MATERIALS = 16
+#: Floats readable past the last voxel of a ``fractions`` layout (an 8-wide load of 1 material needs 7).
+VECTOR_SLACK = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +46,7 @@ class VoxelLayout:
     packed: np.ndarray        # uint32 [padded voxels] ("labels"), else an empty placeholder
     channels: np.ndarray      # float32 [padded voxels, M] ("fractions"), else an empty placeholder
     label_bits: int           # bits of the label field ("labels"); the mixed flag is the next bit
+    vector_slack: int = 0     # floats readable past the end of ``channels`` (VECTOR_SLACK when built here)
 
     @property
     def label_mask(self) -> int:
@@ -118,12 +124,15 @@ def pack_fractions(density: np.ndarray, fractions: np.ndarray) -> VoxelLayout:
     """The ``fractions`` layout: rho_m = density * fraction_m, float32, interleaved per voxel."""
     density = np.asarray(density, dtype=np.float32)
     n_materials = fractions.shape[0]
-    channels = np.empty((*(n + 2 for n in density.shape), n_materials), dtype=np.float32)
+    padded_shape = tuple(n + 2 for n in density.shape)
+    size = int(np.prod(padded_shape)) * n_materials
+    buffer = np.zeros(size + VECTOR_SLACK, dtype=np.float32)
+    channels = buffer[:size].reshape(*padded_shape, n_materials)
     for m in range(n_materials):
         channels[..., m] = _padded(density * np.asarray(fractions[m], dtype=np.float32))
     return VoxelLayout(kind="fractions", shape_kji=tuple(density.shape), n_materials=int(n_materials),
                        packed=np.zeros(1, np.uint32), channels=channels.reshape(-1, n_materials),
-                       label_bits=label_bits_for(n_materials))
+                       label_bits=label_bits_for(n_materials), vector_slack=VECTOR_SLACK)
 
 
 def build_layout(materials) -> VoxelLayout:

@@ -213,6 +213,42 @@ def test_numpy_fallback_equals_the_numba_joseph_kernel(composition):
         assert np.allclose(fallback.primary, compiled.primary, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n_materials", [2, 5, 7, 9, 12])
+def test_numba_joseph_matches_numpy_for_any_number_of_density_channels(n_materials):
+    """The numba kernel loads a voxel's density channels 4 or 8 at a time (up to 8 materials) and one at
+    a time beyond; every width must give the fallback's numbers."""
+    from DeepDRRSlicerLib import projector_cpu
+
+    names = ("air", "soft_tissue", "bone", "water", "lung", "adipose", "muscle", "blood", "titanium",
+             "aluminium", "copper", "iodine_contrast")[:n_materials]
+    hard, _ = _random_volume(seed=11)
+    rng = np.random.default_rng(n_materials)
+    fractions = rng.dirichlet(np.ones(n_materials), size=hard.density.shape).astype(np.float32)
+    materials = MaterialVolume.from_fractions(hard.density, np.moveaxis(fractions, -1, 0), names, hard.ijk_to_ras)
+    expected_width = 4 if n_materials <= 4 else 8 if n_materials <= 8 else 0
+    assert projector_cpu.vector_width(materials.projector_layout()) == expected_width
+    for geometry in _views_with_ties(materials.ijk_to_ras)[:4]:
+        compiled = project(materials, geometry, cpu_kernel="numba").line_integrals
+        fallback = project(materials, geometry, cpu_kernel="numpy").line_integrals
+        assert (compiled.sum(axis=0) > 0).mean() > 0.5
+        assert np.allclose(fallback, compiled, rtol=1e-5, atol=1e-7), np.abs(fallback - compiled).max()
+
+
+def test_layouts_without_slack_are_read_one_channel_at_a_time():
+    """A wide load past a voxel's materials needs the layout's slack; a layout built without it is read
+    with scalar loads."""
+    import dataclasses
+
+    from DeepDRRSlicerLib import projector_cpu
+
+    _, soft = _random_volume()
+    layout = soft.projector_layout()
+    assert layout.vector_slack >= 8 - layout.n_materials and projector_cpu.vector_width(layout) == 4
+    assert projector_cpu.vector_width(dataclasses.replace(layout, vector_slack=0)) == 0
+    hard, _ = _random_volume()
+    assert projector_cpu.vector_width(hard.projector_layout()) == 0
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_one_hot_fractions_equal_hard_labels(algorithm):
     """The packed-label layout and the per-material channel layout describe the same materials."""
