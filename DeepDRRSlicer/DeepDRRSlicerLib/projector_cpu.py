@@ -110,8 +110,9 @@ _bilinear_8 = _vector_bilinear(8)
 
 
 def vector_width(layout) -> int:
-    """The vector width the ``fractions`` kernels may use for ``layout`` (0: scalar loads)."""
-    if layout.kind != "fractions":
+    """The vector width the ``fractions`` kernels may use for ``layout`` (0: scalar loads): 4 or 8 when the
+    materials fit, the channels are C-contiguous and the buffer has the slack a wide load at the last voxel needs."""
+    if layout.kind != "fractions" or not layout.channels.flags.c_contiguous:
         return 0
     for width in (4, 8):
         if layout.n_materials <= width and layout.vector_slack >= width - layout.n_materials:

@@ -235,8 +235,8 @@ def test_numba_joseph_matches_numpy_for_any_number_of_density_channels(n_materia
 
 
 def test_layouts_without_slack_are_read_one_channel_at_a_time():
-    """A wide load past a voxel's materials needs the layout's slack; a layout built without it is read
-    with scalar loads."""
+    """A wide load past a voxel's materials needs the layout's slack and contiguous channels; a layout
+    without them is read with scalar loads."""
     import dataclasses
 
     from DeepDRRSlicerLib import projector_cpu
@@ -245,6 +245,8 @@ def test_layouts_without_slack_are_read_one_channel_at_a_time():
     layout = soft.projector_layout()
     assert layout.vector_slack >= 8 - layout.n_materials and projector_cpu.vector_width(layout) == 4
     assert projector_cpu.vector_width(dataclasses.replace(layout, vector_slack=0)) == 0
+    strided = np.zeros((layout.channels.shape[0], 2 * layout.n_materials), np.float32)[:, ::2]
+    assert projector_cpu.vector_width(dataclasses.replace(layout, channels=strided)) == 0
     hard, _ = _random_volume()
     assert projector_cpu.vector_width(hard.projector_layout()) == 0
 
