@@ -115,7 +115,7 @@ def vector_width(layout) -> int:
     if layout.kind != "fractions" or not layout.channels.flags.c_contiguous:
         return 0
     for width in (4, 8):
-        if layout.n_materials <= width and layout.vector_slack >= width - layout.n_materials:
+        if layout.n_materials <= width and layout.channel_slack >= width - layout.n_materials:
             return width
     return 0
 

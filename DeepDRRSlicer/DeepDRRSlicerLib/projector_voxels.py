@@ -46,7 +46,6 @@ class VoxelLayout:
     packed: np.ndarray        # uint32 [padded voxels] ("labels"), else an empty placeholder
     channels: np.ndarray      # float32 [padded voxels, M] ("fractions"), else an empty placeholder
     label_bits: int           # bits of the label field ("labels"); the mixed flag is the next bit
-    vector_slack: int = 0     # floats readable past the end of ``channels`` (VECTOR_SLACK when built here)
 
     @property
     def label_mask(self) -> int:
@@ -56,6 +55,15 @@ class VoxelLayout:
     def mixed_flag(self) -> int:
         """Either bit set: the block is mixed (the sign bit marks it on zero-density voxels)."""
         return (1 << self.label_bits) | (1 << 31)
+
+    @property
+    def channel_slack(self) -> int:
+        """Floats of the buffer that holds ``channels`` lying past its last voxel (readable, ignored)."""
+        root = self.channels
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        end = root.__array_interface__["data"][0] + root.nbytes
+        return max(0, (end - self.channels.__array_interface__["data"][0] - self.channels.nbytes) // 4)
 
     @property
     def padded_shape_kji(self) -> tuple:
@@ -132,7 +140,7 @@ def pack_fractions(density: np.ndarray, fractions: np.ndarray) -> VoxelLayout:
         channels[..., m] = _padded(density * np.asarray(fractions[m], dtype=np.float32))
     return VoxelLayout(kind="fractions", shape_kji=tuple(density.shape), n_materials=int(n_materials),
                        packed=np.zeros(1, np.uint32), channels=channels.reshape(-1, n_materials),
-                       label_bits=label_bits_for(n_materials), vector_slack=VECTOR_SLACK)
+                       label_bits=label_bits_for(n_materials))
 
 
 def build_layout(materials) -> VoxelLayout:

@@ -243,8 +243,8 @@ def test_layouts_without_slack_are_read_one_channel_at_a_time():
 
     _, soft = _random_volume()
     layout = soft.projector_layout()
-    assert layout.vector_slack >= 8 - layout.n_materials and projector_cpu.vector_width(layout) == 4
-    assert projector_cpu.vector_width(dataclasses.replace(layout, vector_slack=0)) == 0
+    assert layout.channel_slack >= 8 - layout.n_materials and projector_cpu.vector_width(layout) == 4
+    assert projector_cpu.vector_width(dataclasses.replace(layout, channels=layout.channels.copy())) == 0
     strided = np.zeros((layout.channels.shape[0], 2 * layout.n_materials), np.float32)[:, ::2]
     assert projector_cpu.vector_width(dataclasses.replace(layout, channels=strided)) == 0
     hard, _ = _random_volume()
