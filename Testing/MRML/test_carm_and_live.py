@@ -239,3 +239,11 @@ def test_script_moves_render_at_once_without_a_timer(scene, ct_node):
     _move(output.transform_node, local)
     assert logic.stats["renders"] == 2 and logic.stats["previews"] == 0
     logic.stop_live()
+
+
+def test_a_carm_given_as_a_dict_with_unknown_fields_is_refused_with_the_fields(logic, ct_node):
+    from DeepDRRSlicerLib.errors import InputError
+
+    with pytest.raises(InputError) as error:
+        logic.simulate(ct_node, {"alpha": 3.0})
+    assert "alpha" in str(error.value) and "alpha_deg" in str(error.value)

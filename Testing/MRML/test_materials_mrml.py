@@ -16,6 +16,7 @@ from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic  # noqa: E402
 from DeepDRRSlicerLib.mrml.material_overrides import material_for_segment_name  # noqa: E402
 from DeepDRRSlicerLib.mrml.panel_parameters import simulation_settings  # noqa: E402
 from DeepDRRSlicerLib.pipeline import SimulationSettings  # noqa: E402
+from mrml_helpers import carm_at  # noqa: E402
 
 torch = pytest.importorskip("torch", reason="the network needs PyTorch (pip install '.[network]')")
 
@@ -104,6 +105,9 @@ def test_without_torch_the_logic_uses_thresholds_and_says_so(scene, ct_node, mon
     materials = logic.materials_for(ct_node)
     assert materials.method.startswith("threshold")
     assert any("used HU thresholds instead" in note for note in logic.material_notes(ct_node))
+    # the panel's Materials section shows these from the render's output
+    output = logic.simulate(ct_node, carm_at(logic.volume_for(ct_node).center_ras()), stages="primary")
+    assert any("used HU thresholds instead" in note for note in output.notes)
 
 
 def test_panel_material_parameters_reach_the_settings():

@@ -6,8 +6,9 @@ skipped.
 
 Output: one markups fiducial node per input node whose control points lie on
 the detector plane, at the projected pixel positions, with the same labels.
-Landmarks that project off the detector or lie behind the source are kept (so
-point N of the output is point N of the input) but hidden. The output node is
+Landmarks that project off the detector or lie behind the source are kept but
+hidden, so the output lists every placed input point in order (points whose
+position is undefined are skipped: match points by label). The output node is
 locked (its points follow the projection, not the mouse) and shown only in the
 views given, normally the Fluoro slice view and the 3D views.
 """

@@ -92,6 +92,15 @@ class SimulationOutput:
     def stages(self) -> tuple:
         return tuple(self.stage_nodes)
 
+    @property
+    def notes(self) -> list:
+        """The render's notes for the user (materials, scatter, truncation, ...), as in ``result.notes``."""
+        return list(self.result.notes)
+
+    @property
+    def warnings(self) -> list:
+        return list(self.result.warnings)
+
     def node(self, stage: str | None = None):
         """The output volume node of ``stage`` (default: the displayed one)."""
         stage = stage or self.display_stage
@@ -374,7 +383,7 @@ class DeepDRRLogic:
         check_ct_node(ctNode)
         settings = settings or self.settings
         if isinstance(carm, dict):
-            carm = CArm(**carm)
+            carm = _carm_from_dict(carm)
         transform = None
         detector_mm = None
         if isinstance(carm, DetectorGeometry):
@@ -742,6 +751,17 @@ def _part(progress, start: float, end: float):
     if progress is None:
         return None
     return lambda fraction: progress(start + (end - start) * float(fraction))
+
+
+def _carm_from_dict(fields: dict) -> CArm:
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(CArm)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(f"Unknown C-arm field(s): {', '.join(unknown)}.",
+                         f"Use the fields of CArm: {', '.join(sorted(known))} (e.g. {{'alpha_deg': 30.0}}).")
+    return CArm(**fields)
 
 
 def _node_id(node):
