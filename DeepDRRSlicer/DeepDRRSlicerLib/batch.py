@@ -99,4 +99,5 @@ def render_batch(simulator, geometries, *, landmarks=None, keep_on_device: bool 
     return BatchResult(geometries=geometries, primary=primary, line_integrals=projection.line_integrals,
                        material_names=projection.material_names, landmarks=projected, timings=timings,
                        backend=projection.backend, notes=list(projection.notes), settings=simulator.settings,
-                       warnings=list(projection.warnings), spectrum_summary=simulator.spectrum_summary)
+                       warnings=list(simulator.warnings) + list(projection.warnings),
+                       spectrum_summary=simulator.spectrum_summary)

@@ -41,7 +41,7 @@ from .primary import PrimaryModel
 from .projector import ALGORITHMS, DEFAULT_ALGORITHM, DEVICES, check_device, numba_status, project
 from .spectrum import tabulated_kvp_range, tube_spectrum
 from .truncation import truncation_mask
-from .volume import Volume
+from .volume import Volume, implausible_hu_message
 
 MODES = ("polychromatic", "line-integral")
 # DeepDRR's default spectrum: 90 kV with 4.0 mm Al in total (0.7 mm inherent + 3.3 mm added).
@@ -222,6 +222,8 @@ class Simulator:
         self.volume = volume
         self.timings: dict = {}
         self.notes: list = []
+        # every result repeats these (a GUI shows the result, not the console where Python warns)
+        self.warnings: list = [message] if (message := implausible_hu_message(volume.hu)) else []
         warn_if_large(estimate_memory(render_memory_context(volume, self.settings, (1, 1), materials=materials)),
                       "Decomposing this CT")
         start = time.perf_counter()
@@ -314,7 +316,7 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=list(self.notes) + notes, settings=self.settings, warnings=warnings,
+                                notes=list(self.notes) + notes, settings=self.settings, warnings=list(self.warnings) + warnings,
                                 spectrum_summary=self.spectrum_summary, metrics=metrics,
                                 masks={"truncation": truncated})
 

@@ -190,13 +190,20 @@ def _validate(hu: np.ndarray, matrix: np.ndarray, source: str) -> None:
         bad = int(hu.size - np.count_nonzero(finite))
         raise InputError(f"{source} contains {bad} NaN or infinite voxel(s).",
                          "Replace them, e.g. with -1000 HU (air), before simulating.")
-    low, high = float(hu.min()), float(hu.max())
-    if low > -500 or high < 100 or low < -5000 or high > 40000:
-        hint = (" The values look shifted by +1024 (stored without RescaleIntercept)." if low >= -50 and high > 1000
-                else "")
-        warnings.warn(f"{source}: value range [{low:.0f}, {high:.0f}] is implausible for a CT in Hounsfield "
-                      f"units (expect air near -1000 and bone above +300).{hint} Check that it is a CT in HU.",
-                      ImplausibleCTWarning, stacklevel=3)
+    message = implausible_hu_message(hu, source)
+    if message:
+        warnings.warn(message, ImplausibleCTWarning, stacklevel=3)
+
+
+def implausible_hu_message(hu: np.ndarray, source: str = "The CT") -> str | None:
+    """Why ``hu`` does not look like a CT in Hounsfield units, with the fix; None when it does."""
+    low, high = float(np.min(hu)), float(np.max(hu))
+    if -5000 <= low <= -500 and 100 <= high <= 40000:
+        return None
+    hint = (" The values look shifted by +1024 (stored without RescaleIntercept): subtract 1024."
+            if low >= -50 and high > 1000 else "")
+    return (f"{source}: value range [{low:.0f}, {high:.0f}] is implausible for a CT in Hounsfield units (expect air "
+            f"near -1000 and bone above +300).{hint} Check that it is a CT in HU; the image is not meaningful otherwise.")
 
 
 def load_volume(path, series=None) -> Volume:

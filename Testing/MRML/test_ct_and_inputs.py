@@ -167,3 +167,14 @@ def test_edited_ct_is_decomposed_again(logic, ct_node, ct_center):
     second = slicer.util.arrayFromVolume(logic.simulate(ct_node, carm, stages="primary").node())
     assert logic.stats["decompositions"] == 2
     assert second.mean() > first.mean()  # less attenuation without bone: brighter primary image
+
+
+def test_a_ct_not_in_hu_is_flagged_in_the_output(logic, ct_node, ct_center):
+    """Stored without its rescale intercept (+1024): the panel shows the output's warnings."""
+    assert not any("implausible" in text for text in logic.simulate(ct_node, carm_at(ct_center), stages="primary").warnings)
+    voxels = slicer.util.arrayFromVolume(ct_node)
+    voxels += 1024
+    slicer.util.arrayFromVolumeModified(ct_node)
+    with pytest.warns(UserWarning, match="implausible"):
+        output = logic.simulate(ct_node, carm_at(ct_center), stages="primary")
+    assert any("implausible for a CT in Hounsfield units" in text for text in output.warnings)

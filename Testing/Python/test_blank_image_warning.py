@@ -59,4 +59,22 @@ def test_blank_image_warning_says_what_happened(isocenter, expected):
                                 origin=(-5.0, -5.0, -5.0))
     simulator = Simulator(air, SimulationSettings())
     result = simulator.render(CArm(width=8, height=8, pixel_spacing_mm=4.0, isocenter_ras=isocenter).geometry())
-    assert len(result.warnings) == 1 and result.warnings[0].startswith(expected)
+    blank = [text for text in result.warnings if "implausible for a CT" not in text]
+    assert len(blank) == 1 and blank[0].startswith(expected)
+    assert len(result.warnings) == 2   # the implausible range is repeated in every result (a GUI shows results)
+
+
+def test_every_result_of_a_ct_not_in_hu_says_so_with_the_fix():
+    """Python's warning reaches only a console; the message must travel with each result too."""
+    rng = np.random.default_rng(3)
+    hu = np.full((12, 12, 12), -1000.0, np.float32)
+    hu[2:10, 2:10, 2:10] = rng.uniform(-100.0, 1200.0, (8, 8, 8))
+    geometry = CArm(width=8, height=8, pixel_spacing_mm=4.0, isocenter_ras=(11.0, 11.0, 11.0)).geometry()
+    settings = SimulationSettings(materials="threshold", stages=("primary",))
+    plausible = Simulator(Volume.from_array(hu, spacing=(2.0, 2.0, 2.0)), settings).render(geometry)
+    assert not any("implausible" in text for text in plausible.warnings)
+    with pytest.warns(UserWarning, match="shifted by"):
+        shifted = Volume.from_array(hu + 1024.0, spacing=(2.0, 2.0, 2.0))
+    result = Simulator(shifted, settings).render(geometry)
+    assert any("shifted by +1024" in text and "subtract 1024" in text for text in result.warnings)
+    assert result.summary()["warnings"] == result.warnings   # written beside the images

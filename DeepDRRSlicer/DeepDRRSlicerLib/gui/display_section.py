@@ -59,5 +59,8 @@ def physics_summary(metrics: dict) -> list:
 class DisplaySection(PanelSection):
     def rendered(self, output) -> None:
         parameters = self.context.parameters()
-        self.context.status.show(render_message(output, parameters.stage.value if parameters else None))
+        message = render_message(output, parameters.stage.value if parameters else None)
+        warnings = list(getattr(output, "warnings", []))
+        # a warning (e.g. a CT not in HU, a blank image) leads, in red: the image alone would not say it
+        self.context.status.show(" · ".join([*warnings, message]), error=bool(warnings))
         enable_stage_choices(self.ui.stageComboBox, output.stages)
