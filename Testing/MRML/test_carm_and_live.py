@@ -247,3 +247,24 @@ def test_a_carm_given_as_a_dict_with_unknown_fields_is_refused_with_the_fields(l
     with pytest.raises(InputError) as error:
         logic.simulate(ct_node, {"alpha": 3.0})
     assert "alpha" in str(error.value) and "alpha_deg" in str(error.value)
+
+
+def test_live_view_follows_the_ct_moving_and_its_voxels_changing(logic, scheduler, scene, ct_node, ct_center):
+    output = logic.simulate(ct_node, carm_at(ct_center), stages="primary", live=True)
+    node = output.node()
+    before = slicer.util.arrayFromVolume(node)[0].copy()
+    renders = logic.stats["renders"]
+    patient = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "patient moved")
+    ct_node.SetAndObserveTransformNodeID(patient.GetID())
+    shift = np.eye(4)
+    shift[0, 3] = -20.0   # the patient 20 mm to its left: the opposite of the C-arm moving left
+    patient.SetMatrixTransformToParent(vtk_matrix_from_array(shift))
+    scheduler.run_pending()
+    moved = slicer.util.arrayFromVolume(node)[0].copy()
+    expected = -20.0 * (1020.0 / 530.0) / output.geometry.pixel_spacing[0]
+    assert logic.stats["renders"] > renders and abs(_best_column_shift(before, moved) - expected) <= 1.5
+    voxels = slicer.util.arrayFromVolume(ct_node)
+    voxels[:] = -1000
+    slicer.util.arrayFromVolumeModified(ct_node)
+    scheduler.run_pending()
+    assert slicer.util.arrayFromVolume(node)[0].min() > 0.99   # only air left: the image is open field

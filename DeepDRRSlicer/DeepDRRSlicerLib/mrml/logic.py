@@ -39,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import vtk
 
 from ..errors import InputError, SimulationCancelled
 from ..geometry import CArm, DetectorGeometry
@@ -135,6 +136,7 @@ class _LiveSession:
     last_geometry: DetectorGeometry | None = None
     last_output: SimulationOutput | None = None
     fitted_size_mm: tuple | None = None
+    voxels_time: int = -1
 
 
 def _settings_key(settings: SimulationSettings) -> tuple:
@@ -496,7 +498,8 @@ class DeepDRRLogic:
     def start_live(self, ctNode, transformNode, setup: CArmSetup | None = None, *,
                    settings: SimulationSettings | None = None, landmarksNode=None, stages=None,
                    display_stage: str | None = None, enabled: bool = True, _output=None) -> None:
-        """Watch ``transformNode`` (and ``landmarksNode``) and re-render ``ctNode`` when they change."""
+        """Watch ``transformNode``, ``landmarksNode`` and ``ctNode`` (its parent transform and voxels) and
+        re-render ``ctNode`` when they change."""
         check_ct_node(ctNode)
         if transformNode is None:
             raise InputError("No C-arm transform to follow.", "Pick or create the C-arm transform, then simulate.")
@@ -513,6 +516,11 @@ class DeepDRRLogic:
             session.fitted_size_mm = _detector_size(_output.geometry)
         self._live = session
         self._observe(transformNode, transformNode.TransformModifiedEvent, self._on_transform_modified)
+        # the CT moved (its parent transform) or its voxels were edited: the image is stale
+        session.voxels_time = voxel_modified_time(ctNode)
+        self._observe(ctNode, ctNode.TransformModifiedEvent, self._on_ct_modified)
+        self._observe(ctNode, ctNode.ImageDataModifiedEvent, self._on_ct_modified)
+        self._observe(ctNode, vtk.vtkCommand.ModifiedEvent, self._on_ct_modified)  # arrayFromVolumeModified
         self._observe_landmarks(landmarksNode)
 
     def stop_live(self) -> None:
@@ -621,6 +629,16 @@ class DeepDRRLogic:
                 listener(alpha, beta, roll, pose)
         if not self._quiet:
             self.request_render()
+
+    def _on_ct_modified(self, caller, event) -> None:
+        session = self._live
+        if session is None:
+            return
+        voxels_time = voxel_modified_time(session.ct_node)
+        if event == "ModifiedEvent" and voxels_time == session.voxels_time:
+            return   # a name, display or other change of the node: the image stands
+        session.voxels_time = voxels_time
+        self.request_render()
 
     def _on_landmarks_modified(self, caller, event) -> None:
         if self._live is None:
