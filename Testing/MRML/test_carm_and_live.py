@@ -268,3 +268,30 @@ def test_live_view_follows_the_ct_moving_and_its_voxels_changing(logic, schedule
     slicer.util.arrayFromVolumeModified(ct_node)
     scheduler.run_pending()
     assert slicer.util.arrayFromVolume(node)[0].min() > 0.99   # only air left: the image is open field
+
+
+def test_a_carm_moved_without_a_live_view_reaches_the_panel_and_simulate_keeps_it(logic, ct_node, ct_center):
+    """Handles dragged before the first Simulate (or after the live view stopped): the pose listeners (the
+    panel's sliders) hear it, so the panel's next set_carm_angles is a no-op instead of snapping back."""
+    heard = []
+    logic.pose_listeners.append(lambda alpha, beta, roll, pose: heard.append((alpha, beta)))
+    transform = logic.carm_transform(ct_node=ct_node)
+    assert not logic.set_carm_angles(transform, 0.0, 0.0) and not logic.live
+    local = _local_matrix(transform)
+    turn = np.eye(4)
+    angle = math.radians(35.0)
+    turn[:2, :2] = [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]  # about S
+    iso = pose_of(transform)[:3, 3]
+    to_iso, from_iso = np.eye(4), np.eye(4)
+    to_iso[:3, 3], from_iso[:3, 3] = -iso, iso
+    _move(transform, from_iso @ turn @ to_iso @ local)
+    assert len(heard) == 1
+    alpha, beta = heard[0]
+    assert abs(abs(alpha) - 35.0) < 1e-6 and abs(beta) < 1e-6
+    assert not logic.set_carm_angles(transform, alpha, beta)   # what the panel sends next: nothing moves
+    assert angles_from_pose(pose_of(transform))[0] == pytest.approx(alpha)
+    output = logic.simulate(ct_node, None, transformNode=transform, stages="primary")
+    assert output.geometry.source == pytest.approx(logic.simulate(ct_node, None, transformNode=transform,
+                                                                  stages="primary").geometry.source)
+    logic.set_carm_angles(transform, 10.0, 5.0)   # the panel's own moves are not echoed back to it
+    assert len(heard) == 1

@@ -179,6 +179,7 @@ class DeepDRRLogic:
         self._setting_pose = False   # the pose is being set on request: do not echo it to pose listeners
         self._quiet = False          # the pose is being set by simulate(): no live render for it
         self._scatter_job = None     # the scatter Monte Carlo running on a worker thread for a live pose
+        self._watched_carm = None    # (transform node, observer tag): its moves reach pose_listeners, live or not
 
     # ------------------------------------------------------------------ caches
     def volume_for(self, ct_node) -> Volume:
@@ -335,12 +336,25 @@ class DeepDRRLogic:
         pose[:3, 3] = self.volume_for(ct_node).center_ras()
         self._set_pose(transform_node, pose, notify=True)
 
+    def watch_carm_transform(self, transform_node) -> None:
+        """Report every move of ``transform_node`` (handles, Transforms module, scripts) to ``pose_listeners``,
+        with or without a live view, so a panel's angles never lag behind the transform and overwrite it."""
+        if self._watched_carm is not None:
+            if self._watched_carm[0] is transform_node:
+                return
+            self._watched_carm[0].RemoveObserver(self._watched_carm[1])
+            self._watched_carm = None
+        if transform_node is not None:
+            tag = transform_node.AddObserver(transform_node.TransformModifiedEvent, self._on_carm_pose_modified)
+            self._watched_carm = (transform_node, tag)
+
     def set_carm_angles(self, transform_node, alpha_deg: float, beta_deg: float) -> bool:
         """Point the C-arm at (alpha, beta) about its current isocentre. Returns whether it moved.
 
         Nothing happens when the transform already points that way (so a roll given by
         the handles survives); otherwise the new pose is roll-free, as the sliders set it.
         """
+        self.watch_carm_transform(transform_node)
         pose = pose_of(transform_node)
         alpha, beta, _roll = angles_from_pose(pose)
         if abs(_angle_difference(alpha, alpha_deg)) < 1e-6 and abs(beta - beta_deg) < 1e-6:
@@ -515,6 +529,7 @@ class DeepDRRLogic:
             session.last_geometry = _output.geometry
             session.fitted_size_mm = _detector_size(_output.geometry)
         self._live = session
+        self.watch_carm_transform(transformNode)
         self._observe(transformNode, transformNode.TransformModifiedEvent, self._on_transform_modified)
         # the CT moved (its parent transform) or its voxels were edited: the image is stale
         session.voxels_time = voxel_modified_time(ctNode)
@@ -614,20 +629,20 @@ class DeepDRRLogic:
                       node.TransformModifiedEvent):
             self._observe(node, event, self._on_landmarks_modified)
 
-    def _on_transform_modified(self, caller, event) -> None:
-        session = self._live
-        if session is None:
+    def _on_carm_pose_modified(self, caller, event) -> None:
+        if self._setting_pose or not self.pose_listeners:
             return
-        if not self._setting_pose and self.pose_listeners:
-            try:
-                pose = pose_of(session.transform_node)
-                alpha, beta, roll = angles_from_pose(pose)
-            except InputError as error:
-                self._report(error)
-                return
-            for listener in list(self.pose_listeners):
-                listener(alpha, beta, roll, pose)
-        if not self._quiet:
+        try:
+            pose = pose_of(caller)
+            alpha, beta, roll = angles_from_pose(pose)
+        except InputError as error:
+            self._report(error)
+            return
+        for listener in list(self.pose_listeners):
+            listener(alpha, beta, roll, pose)
+
+    def _on_transform_modified(self, caller, event) -> None:
+        if self._live is not None and not self._quiet:
             self.request_render()
 
     def _on_ct_modified(self, caller, event) -> None:
