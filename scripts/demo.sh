@@ -16,10 +16,11 @@ ct="Resources/SampleData/pelvis_ct_3mm.nii.gz"
 landmarks="Resources/SampleData/pelvis_ct_3mm_landmarks.mrk.json"
 out="out/demo"
 
-# AP view of the whole bony pelvis (iliac wings, femoral heads, pubic symphysis) on an angiography
-# C-arm's 40 x 30 cm panel at its usual distances. The isocentre (RAS mm) sits 3 cm above the
-# landmarks' centroid, so that no ray leaves through the CT's last slice (it ends just below the
-# pubic symphysis) or its cut flanks: the image has no truncated pixels (see truncation.png).
+# AP view of the bony pelvis (sacrum, hip joints, pubic symphysis, most of the iliac wings) on an
+# angiography C-arm's 40 x 30 cm panel at its usual distances. The isocentre (RAS mm) sits 3 cm above
+# the landmarks' centroid, so that no ray leaves through the CT's last slice (it ends just below the
+# pubic symphysis) or its cut flanks: the image has no truncated pixels (see truncation.png). The
+# wings' outer rims need a wider field, which this CT's cut flanks would truncate (see README).
 args=(simulate --ct "$ct" --out "$out" --detector angio-30x40 --isocenter -3 164 205)
 if [ -f "$landmarks" ]; then
   args+=(--landmarks "$landmarks")
