@@ -232,6 +232,7 @@ def simulate_command(args) -> int:
         landmarks_path = args.landmarks
         if args.ct is None and landmarks_path is None:
             landmarks_path = sample_landmarks_path()
+        target.protect(ct_path, landmarks_path, args.geometry)
         progress.step("reading CT", 2)
         with say.warnings_printed():
             volume = load_volume(ct_path, series=args.series)

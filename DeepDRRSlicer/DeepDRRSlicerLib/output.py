@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -110,6 +111,9 @@ WRITTEN_BY = "deepdrr-slicer"
 # What results written before summary.json listed its files contained (recognised as the tool's own).
 _LEGACY_RESULT_PATTERNS = ("primary.npy", "primary.png", "line_integral*.npy", "line_integral*.png",
                            "landmarks.csv", "landmarks.json", "overlay.png", "geometry.json", "summary.json")
+#: Names a simulate result may write (stages, images, landmarks, geometry, summary): an input file of such a
+#: name inside the output folder would be replaced, so it is refused.
+_RESULT_NAME_PATTERNS = ("*.npy", "*.png", "landmarks.csv", "landmarks.json", "geometry.json", "summary.json")
 _STAGING_MARK = ".partial-"
 _PREVIOUS_MARK = ".previous-"
 
@@ -160,7 +164,28 @@ class OutputFolder:
         self.recognise = recognise
         self.path = self._checked_path(out)
         self.notes: list[str] = []
+        self._inputs: list[Path] = []
         self.check()
+
+    def protect(self, *paths) -> None:
+        """Inputs of the run (files or folders; None is skipped): never replaced, even with ``overwrite``.
+        Raises InputError now when one lies in the target under a name a result may have."""
+        for path in paths:
+            if path is not None:
+                self._inputs.append(Path(os.path.abspath(os.path.expanduser(str(path)))).resolve())
+        self.check()
+
+    def _check_inputs(self, names=None) -> None:
+        target = self.path.resolve()
+        for path in self._inputs:
+            if path.parent != target:
+                continue
+            clashes = (path.name in names) if names is not None else any(
+                fnmatch.fnmatch(path.name, pattern) for pattern in _RESULT_NAME_PATTERNS)
+            if clashes:
+                raise InputError(f"The input {path} lies in the output folder {target} under a name the result "
+                                 "writes; the run would replace it.",
+                                 f"Give {self.argument} another folder, or move or rename the input.")
 
     def _checked_path(self, out) -> Path:
         fix = f"Give {self.argument} a folder path, e.g. {self.argument} results/run1."
@@ -178,6 +203,7 @@ class OutputFolder:
     def check(self) -> None:
         """Refuse an unusable target now, before any work: raises InputError, writes nothing."""
         out = self.path
+        self._check_inputs()
         if out.exists() and not out.is_dir():
             raise InputError(f"Output path {out} exists and is not a folder.",
                              f"Give {self.argument} a folder (new or existing).")
@@ -233,6 +259,7 @@ class OutputFolder:
     def _commit(self, staging: Path) -> None:
         out = self.path
         new_files = {entry.name for entry in staging.iterdir()}
+        self._check_inputs(new_files)
         if not out.exists():
             os.rename(staging, out)
             return

@@ -220,3 +220,23 @@ def test_landmarks_behind_the_source_are_reported_not_visible(tmp_path):
     assert rows["centre"]["visible"] in ("true", "1")
     assert rows["behind"]["visible"] in ("false", "0") and float(rows["behind"]["depth_mm"]) < 0
     assert rows["aside"]["visible"] in ("false", "0")
+
+
+def test_overwrite_never_replaces_an_input_in_the_output_folder(tmp_path, capsys):
+    """--overwrite may replace files the user put in --out, but not the run's own inputs."""
+    landmarks = tmp_path / "landmarks.csv"   # the name the result's projected landmarks take
+    landmarks.write_text("label,R,A,S\nm,-132.96,119.32,100.30\n")
+    ct = tmp_path / "ct.nii.gz"                # an input whose name no result file has
+    shutil.copy(sample_ct_path(), ct)
+    before = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (landmarks, ct)}
+    code = main(["simulate", "--ct", str(ct), "--landmarks", str(landmarks), "--out", str(tmp_path), "--overwrite",
+                 "--size", "16", "16", "--stages", "primary", "--quiet"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "landmarks.csv" in error and "would replace it" in error
+    assert before == {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (landmarks, ct)}
+    landmarks.rename(tmp_path / "points.csv")   # under another name the same run writes beside its inputs
+    assert main(["simulate", "--ct", str(ct), "--landmarks", str(tmp_path / "points.csv"), "--out", str(tmp_path),
+                 "--overwrite", "--size", "16", "16", "--stages", "primary", "--quiet"]) == 0
+    assert hashlib.sha256(ct.read_bytes()).hexdigest() == before["ct.nii.gz"]
+    assert (tmp_path / "primary.npy").is_file() and (tmp_path / "points.csv").is_file()
