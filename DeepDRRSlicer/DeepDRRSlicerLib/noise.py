@@ -115,14 +115,18 @@ def final_image(normalised: np.ndarray, reference: np.ndarray | None = None) -> 
     """-log of the flat-field-corrected image, windowed to [0, 1] for display, dense matter dark (as a
     C-arm monitor shows it). The window is the 1-99 % range of -log over the central 70 % of the field,
     from pixels whose rays crossed the patient (``reference`` < 0.95, e.g. the primary), like the
-    automatic window of a C-arm."""
-    attenuation = -np.log(np.clip(np.asarray(normalised, dtype=np.float64), 1e-6, None))
+    automatic window of a C-arm. Pixels with no positive signal (photon starved: quantum and electronic
+    noise can take them to or below zero) show as the densest matter and are left out of the window, so
+    a starved few percent do not wash the anatomy out."""
+    normalised = np.asarray(normalised, dtype=np.float64)
+    attenuation = -np.log(np.clip(normalised, 1e-6, None))
     rows, cols = attenuation.shape
     central = np.zeros(attenuation.shape, dtype=bool)
     central[int(0.15 * rows):int(np.ceil(0.85 * rows)), int(0.15 * cols):int(np.ceil(0.85 * cols))] = True
     body = (np.asarray(reference) < 0.95) if reference is not None else np.ones(attenuation.shape, dtype=bool)
-    values = attenuation.ravel()
-    for region in (body & central, body):
+    signal = normalised > 0
+    values = attenuation[signal] if signal.any() else attenuation.ravel()
+    for region in (body & central & signal, body & signal):
         if region.sum() > 0.05 * attenuation.size:
             values = attenuation[region]
             break
@@ -130,4 +134,5 @@ def final_image(normalised: np.ndarray, reference: np.ndarray | None = None) -> 
     if high <= low:
         high = low + 1.0
     windowed = np.clip((attenuation - low) / (high - low), 0.0, 1.0)
-    return (1.0 - windowed).astype(np.float32), {"neg_log_low": low, "neg_log_high": high}
+    return (1.0 - windowed).astype(np.float32), {"neg_log_low": low, "neg_log_high": high,
+                                                  "no_signal_fraction": float(1.0 - signal.mean())}

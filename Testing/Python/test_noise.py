@@ -108,3 +108,19 @@ def test_final_image_is_windowed_log_with_dense_matter_dark():
     assert final[50, 50] < final[10, 10]
     assert window["neg_log_low"] == pytest.approx(-np.log(0.5), rel=1e-6)
     assert window["neg_log_high"] == pytest.approx(-np.log(0.05), rel=1e-6)
+
+
+def test_photon_starved_pixels_do_not_set_the_window():
+    """3 % of pixels at or below zero (no photons counted, electronic noise): they show dense (dark) but the
+    window stays on the anatomy, so the object remains visible instead of washing out."""
+    rng = np.random.default_rng(4)
+    transmission = np.full((100, 100), 0.5)
+    transmission[40:60, 40:60] = 0.05
+    starved = rng.random(transmission.shape) < 0.03
+    noisy = np.where(starved, -rng.random(transmission.shape) * 0.01, transmission)
+    final, window = final_image(noisy, reference=transmission)
+    assert window["neg_log_high"] == pytest.approx(-np.log(0.05), rel=1e-6)
+    assert window["no_signal_fraction"] == pytest.approx(starved.mean())
+    assert final[~starved & (transmission == 0.5)].min() > 0.9 and np.all(final[starved] == 0.0)
+    object_pixels = ~starved & (transmission == 0.05)
+    assert final[object_pixels].max() < 0.1   # the object against the background: full contrast kept
