@@ -244,6 +244,7 @@ class Simulator:
         if self.settings.mode == "polychromatic":
             start = time.perf_counter()
             spectrum = _spectrum(self.settings)
+            _check_beam_gets_through(spectrum, self.settings)
             self.spectrum = spectrum
             self.primary_model = PrimaryModel.for_spectrum(spectrum, self.materials.names, detector=self.detector)
             self.timings["spectrum"] = time.perf_counter() - start
@@ -583,6 +584,21 @@ def _checked_geometry(geometry) -> DetectorGeometry:
                          "or CArm(**d).geometry() for C-arm angles.")
     raise InputError(f"geometry must be a DetectorGeometry (or a CArm), got {describe(geometry)}.",
                      "Pass CArm(alpha_deg=..., isocenter_ras=...).geometry() or DetectorGeometry.load(path).")
+
+
+def _check_beam_gets_through(spectrum, settings: SimulationSettings) -> None:
+    """Refuse a filtration that leaves (next to) no photons: the noisy and final images would be noise
+    divided by ~0 (values of 1e21), and the primary a ratio of vanishing numbers."""
+    if not settings.filtration:
+        return
+    unfiltered = tube_spectrum(settings.kvp, {}).total_fluence
+    if not spectrum.total_fluence > 1e-6 * unfiltered:
+        filters = ", ".join(f"{mm:g} mm {material}" for material, mm in dict(settings.filtration).items())
+        raise InputError(f"The added filtration ({filters}) lets {spectrum.total_fluence:.3g} photons/mAs/mm2 at 1 m "
+                         f"through at {settings.kvp:g} kVp, {spectrum.total_fluence / unfiltered:.1e} of the beam "
+                         "without it: no usable image.",
+                         "Use a realistic filtration, e.g. --filtration Al=2.5 or Al=2.5,Cu=0.1 (C-arms add up to "
+                         "about 1 mm Cu).")
 
 
 def _spectrum(settings: SimulationSettings):

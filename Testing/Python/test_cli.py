@@ -240,3 +240,14 @@ def test_overwrite_never_replaces_an_input_in_the_output_folder(tmp_path, capsys
                  "--overwrite", "--size", "16", "16", "--stages", "primary", "--quiet"]) == 0
     assert hashlib.sha256(ct.read_bytes()).hexdigest() == before["ct.nii.gz"]
     assert (tmp_path / "primary.npy").is_file() and (tmp_path / "points.csv").is_file()
+
+
+def test_a_filtration_that_stops_the_beam_is_refused(tmp_path, capsys):
+    code = main(["simulate", "--filtration", "Cu=100", "--out", str(tmp_path / "out"), "--size", "16", "16",
+                 "--stages", "primary,noisy", "--quiet"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "100 mm Cu" in error and "no usable image" in error and "--filtration" in error
+    assert not (tmp_path / "out").exists()
+    assert main(["simulate", "--filtration", "Al=2.5,Cu=0.9", "--out", str(tmp_path / "ok"), "--size", "16", "16",
+                 "--stages", "primary", "--quiet"]) == 0
