@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ray casting: joseph (default: smooth trilinear model, one sample per voxel slice), "
                               "siddon (exact paths through blocky voxels) or trilinear (fixed-step march)")
     stages = sim.add_argument_group("stages, exposure and detector")
-    stages.add_argument("--stages", default=",".join(STAGES),
+    stages.add_argument("--stages", default=None,
                         help=f"comma-separated stages to compute and write, among {', '.join(STAGES)} "
                              "(default: all; scatter or total runs the Monte Carlo; line integrals are always written)")
     stages.add_argument("--seed", type=int, default=0, help="seed of the scatter Monte Carlo and the noise (default 0)")
@@ -243,7 +243,7 @@ def simulate_command(args) -> int:
                                       materials=args.materials, device=args.device, algorithm=args.algorithm,
                                       density_model=args.density_model, metal=args.metal,
                                       materials_cache=None if args.materials_cache is None else str(args.materials_cache),
-                                      stages=args.stages, mas=mas, seed=args.seed,
+                                      stages=_stages(args), mas=mas, seed=args.seed,
                                       detector_thickness_mm=args.detector_thickness,
                                       electronic_noise_keV=args.electronic_noise, detector_blur_mm=args.detector_blur,
                                       grid=args.grid, grid_ratio=args.grid_ratio, grid_lines_per_cm=args.grid_lines,
@@ -292,6 +292,15 @@ def simulate_command(args) -> int:
     for warning in result.warnings:
         say.warning(warning)
     return 0
+
+
+def _stages(args) -> str:
+    """--stages, refused in line-integral mode, which computes line integrals only."""
+    if args.stages is not None and args.mode == "line-integral":
+        raise InputError(f"--stages {args.stages} does not apply to --mode line-integral: it writes the line "
+                         "integrals only (total and per material).",
+                         "Drop --stages, or use --mode polychromatic for the primary, scatter and noise stages.")
+    return args.stages if args.stages is not None else ",".join(STAGES)
 
 
 class _Messages:

@@ -251,3 +251,9 @@ def test_a_filtration_that_stops_the_beam_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["simulate", "--filtration", "Al=2.5,Cu=0.9", "--out", str(tmp_path / "ok"), "--size", "16", "16",
                  "--stages", "primary", "--quiet"]) == 0
+
+
+def test_stages_are_refused_in_line_integral_mode(tmp_path, capsys):
+    code = main(["simulate", "--mode", "line-integral", "--stages", "scatter,noisy", "--out", str(tmp_path / "li"),
+                 "--size", "16", "16", "--quiet"])
+    assert code == 2 and "does not apply to --mode line-integral" in capsys.readouterr().err
