@@ -292,6 +292,10 @@ class DetectorGeometry:
         if system not in ("RAS", "LPS"):
             raise InputError(f"Geometry coordinate_system '{system}' is not supported.",
                              "Use 'RAS' (or 'LPS', which is converted).")
+        units = str(data.get("units", "mm")).strip().lower()
+        if units not in ("mm", "millimeter", "millimetre", "millimeters", "millimetres"):
+            raise InputError(f"Geometry units '{data.get('units')}' are not supported: every length is read in mm.",
+                             "Convert source, detector_origin, u and v to millimetres and set \"units\": \"mm\".")
         flip = np.array([-1.0, -1.0, 1.0]) if system == "LPS" else np.ones(3)
         geometry = cls(
             source=_vector3(data["source"], "source") * flip,

@@ -158,6 +158,7 @@ def test_lps_geometry_is_converted():
     (lambda d: d.update(v=d["u"]), "parallel"),
     (lambda d: d["projection_matrix"][0].__setitem__(0, 123.0), "disagrees"),
     (lambda d: d.update(coordinate_system="XYZ"), "not supported"),
+    (lambda d: d.update(units="cm"), "units 'cm'"),
 ])
 def test_malformed_geometry_is_refused(tmp_path, edit, message):
     data = CArm(width=8, height=8).geometry().to_dict()
