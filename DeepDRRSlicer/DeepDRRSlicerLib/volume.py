@@ -200,9 +200,14 @@ def implausible_hu_message(hu: np.ndarray, source: str = "The CT") -> str | None
     low, high = float(np.min(hu)), float(np.max(hu))
     if -5000 <= low <= -500 and 100 <= high <= 40000:
         return None
-    hint = (" The values look shifted by +1024 (stored without RescaleIntercept): subtract 1024."
-            if low >= -50 and high > 1000 else "")
-    return (f"{source}: value range [{low:.0f}, {high:.0f}] is implausible for a CT in Hounsfield units (expect air "
+    if low >= -50 and high > 1000:
+        hint = " The values look shifted by +1024 (stored without RescaleIntercept): subtract 1024."
+    elif low >= 0 and high < 10:
+        hint = (" The values look like attenuation coefficients (mu, per mm or per cm), not HU: convert with "
+                "HU = 1000 (mu - mu_water) / mu_water at the scan's effective energy.")
+    else:
+        hint = ""
+    return (f"{source}: value range [{low:.4g}, {high:.4g}] is implausible for a CT in Hounsfield units (expect air "
             f"near -1000 and bone above +300).{hint} Check that it is a CT in HU; the image is not meaningful otherwise.")
 
 

@@ -143,6 +143,9 @@ def test_implausible_hu_range_warns():
     shifted = _ct_like().astype(np.float32) + 1024  # stored without RescaleIntercept
     with pytest.warns(ImplausibleCTWarning, match="shifted by \\+1024"):
         Volume.from_array(shifted, np.eye(4))
+    mu_per_mm = np.random.default_rng(2).uniform(0.0, 0.09, (5, 6, 7))   # a mu map: [0.0002, 0.09], not "[0, 0]"
+    with pytest.warns(ImplausibleCTWarning, match=r"\[0\.000\d+, 0\.0\d+\].*attenuation coefficients"):
+        Volume.from_array(mu_per_mm, np.eye(4))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Volume.from_array(_ct_like(), np.eye(4))  # a real HU range gives no warning
