@@ -19,6 +19,8 @@ from .errors import InputError, describe
 from .volume_files import SHEAR_TOLERANCE, check_ct_file
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Volume file names a folder given as the CT may hold besides DICOM (then the DICOM series is read, with a warning).
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 class ImplausibleCTWarning(UserWarning):
@@ -327,5 +329,11 @@ def _load_dicom_folder(folder: Path, selector, member: Path | None = None) -> Vo
             raise InputError(f"No DICOM series found in folder {folder} (subfolders searched too).",
                              "Point --ct at a folder of DICOM slices, or at a NIfTI/NRRD file.")
         chosen = dicom.choose_series(series, selector, folder)
+        volumes = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
+        if volumes:
+            warnings.warn(f"{folder} holds volume file(s) too ({', '.join(volumes[:3])}"
+                          f"{', ...' if len(volumes) > 3 else ''}); read the DICOM series in "
+                          f"{chosen.files[0].parent} instead. Pass the file itself to read it.",
+                          dicom.DicomWarning, stacklevel=3)
     hu, ijk_to_lps = dicom.read_series(chosen, folder)
     return Volume.from_array(hu, LPS_TO_RAS @ ijk_to_lps, source=f"DICOM series in {folder}")

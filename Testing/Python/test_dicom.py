@@ -240,3 +240,11 @@ def test_a_folder_without_dicom_is_refused(tmp_path):
     (tmp_path / "sub" / "notes.txt").write_text("no images here")
     with pytest.raises(InputError, match="No DICOM series found.*subfolders searched"):
         load_volume(tmp_path)
+
+
+def test_a_folder_holding_volume_files_and_a_dicom_subfolder_says_which_it_read(tmp_path):
+    ds_tools.write(ds_tools.sorted_slices(), tmp_path / "series")
+    (tmp_path / "ct.nii.gz").write_bytes(b"not read")
+    volume, messages = _load(tmp_path)
+    assert volume.hu.shape[0] == 20
+    assert any("ct.nii.gz" in text and "series" in text and "Pass the file itself" in text for text in messages)
