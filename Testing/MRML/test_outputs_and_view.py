@@ -168,7 +168,7 @@ def test_detector_signals_are_shown_through_a_log_companion(logic, scene, ct_nod
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(primary)[0], image)       # I/I0 kept
     np.testing.assert_allclose(slicer.util.arrayFromVolume(shown)[0], np.log(image), rtol=1e-6)
     np.testing.assert_allclose(ijk_to_ras(shown), ijk_to_ras(primary), atol=1e-9)
-    assert shown.GetHideFromEditors() and not shown.GetSaveWithScene()
+    assert shown.GetHideFromEditors() and shown.GetSaveWithScene()   # a reopened scene shows it
     low, high = auto_window("primary", image)
     display = shown.GetDisplayNode()
     np.testing.assert_allclose([display.GetWindowLevelMin(), display.GetWindowLevelMax()], np.log([low, high]),
@@ -180,3 +180,29 @@ def test_detector_signals_are_shown_through_a_log_companion(logic, scene, ct_nod
     count = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
     logic.simulate(ct_node, carm_at(ct_center, alpha=-20.0))
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == count
+
+
+def test_a_saved_and_reopened_scene_shows_the_image_in_the_fluoro_view(logic, scene, ct_node, ct_center, tmp_path):
+    """The Fluoro view shows a detector signal through its log companion: that node must be saved too."""
+    output = logic.simulate(ct_node, carm_at(ct_center, alpha=20.0), stages=("primary",), display_stage="primary")
+    shown_id = layout.fluoro_composite_node(scene, create=False).GetBackgroundVolumeID()
+    expected = slicer.util.arrayFromVolume(scene.GetNodeByID(shown_id)).copy()
+    for index in range(scene.GetNumberOfNodes()):   # what Slicer's Save dialog does for storable nodes
+        node = scene.GetNthNode(index)
+        if node.IsA("vtkMRMLStorableNode") and node.GetSaveWithScene() and node.GetStorageNode() is None:
+            node.AddDefaultStorageNode()
+    path = tmp_path / "scene.mrb"
+    scene.WriteToMRB(str(path))
+    reopened = slicer.vtkMRMLScene()
+    cache = slicer.vtkCacheManager()
+    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    io = slicer.vtkDataIOManager()
+    io.SetCacheManager(cache)
+    reopened.SetDataIOManager(io)
+    reopened.SetCacheManager(cache)
+    reopened.ReadFromMRB(str(path), False)   # slicer-core reports False (a slice preset it lacks); the data load
+    composite = layout.fluoro_composite_node(reopened, create=False)
+    shown = reopened.GetNodeByID(composite.GetBackgroundVolumeID() or "")
+    assert shown is not None and output.node("primary").GetName() in shown.GetName()
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(shown), expected, rtol=1e-6)
+    reopened.Clear(1)

@@ -86,7 +86,7 @@ def fluoro_display_node(scene, stage_node):
     decades, shows nearly black with a bright patch of air (or, through a logarithmic colour table, in
     bands). A C-arm monitor shows the log of the detector signal; so does the stage's PNG. The
     companion holds log(I/I0) at the same place, windowed like the PNG; it is hidden from the node
-    selectors and not saved with the scene (it is remade at every render).
+    selectors, updated at every render and saved with the scene (a reopened scene's Fluoro view shows it).
     """
     if stage_node is None:
         return None
@@ -100,8 +100,7 @@ def _update_log_display_node(scene, stage_node, image, matrix, window_level: boo
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
                                        scene.GenerateUniqueName(f"{stage_node.GetName()} (log display)"))
         node.SetAttribute(DISPLAY_OF_ATTRIBUTE, stage_node.GetID())
-        node.SetHideFromEditors(True)
-        node.SetSaveWithScene(False)
+        node.SetHideFromEditors(True)   # saved with the scene: the Fluoro view shows it after reopening
     was_modifying = node.StartModify()
     try:
         log_image = np.log(np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64), nan=1.0), 1e-12, None))
