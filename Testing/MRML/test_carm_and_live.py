@@ -295,3 +295,16 @@ def test_a_carm_moved_without_a_live_view_reaches_the_panel_and_simulate_keeps_i
                                                                   stages="primary").geometry.source)
     logic.set_carm_angles(transform, 10.0, 5.0)   # the panel's own moves are not echoed back to it
     assert len(heard) == 1
+
+
+def test_choosing_a_stage_these_settings_do_not_compute_says_so_without_rendering(logic, ct_node, ct_center):
+    errors = []
+    logic.error_listeners.append(errors.append)
+    output = logic.simulate(ct_node, carm_at(ct_center), live=True)
+    assert "line_integral_cobalt_chromium" not in output.stages   # the default metal is titanium
+    renders = logic.stats["renders"]
+    logic.update_live(display_stage="line_integral_cobalt_chromium")
+    assert logic.stats["renders"] == renders
+    assert len(errors) == 1 and "not computed with these settings" in str(errors[0])
+    logic.update_live(display_stage="line_integral_bone")    # computed: shown from its node, no render either
+    assert logic.stats["renders"] == renders and len(errors) == 1

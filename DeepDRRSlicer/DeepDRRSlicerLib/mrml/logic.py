@@ -582,8 +582,19 @@ class DeepDRRLogic:
             render = render or enabled
         if display_stage is not None and display_stage != session.display_stage:
             session.display_stage = display_stage
+            last = session.last_output
+            # A stage the last full render with these settings did not compute (another metal's line integral,
+            # the line-integral mode's total) would not come from rendering again.
+            not_computed = (last is not None and not last.preview and session.stages is None
+                            and display_stage not in last.result.stages)
             if not self.show_stage(display_stage):
-                render = True
+                if not_computed:
+                    self._report(InputError(
+                        f"Stage {display_stage!r} is not computed with these settings.",
+                        f"Pick one of {', '.join(last.result.stages)}; the metal, the stages or the mode decide "
+                        "which are computed."))
+                else:
+                    render = True
         if render and session.enabled:
             self.request_render()
 
