@@ -206,3 +206,40 @@ def test_a_saved_and_reopened_scene_shows_the_image_in_the_fluoro_view(logic, sc
     assert shown is not None and output.node("primary").GetName() in shown.GetName()
     np.testing.assert_allclose(slicer.util.arrayFromVolume(shown), expected, rtol=1e-6)
     reopened.Clear(1)
+
+
+def test_outputs_imported_with_a_scene_stay_linked_to_their_own_ct(logic, scene, ct_node, ct_center,
+                                                                   landmarks_node, tmp_path):
+    """Importing a saved scene into one that has data renumbers node IDs: a later simulation of another CT
+    must make its own nodes, not write into the imported patient's (the links are node references)."""
+    from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
+    from mrml_helpers import read_ct, read_landmarks
+
+    logic.simulate(ct_node, carm_at(ct_center), landmarks_node, stages=("primary",))
+    for index in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(index)
+        if node.IsA("vtkMRMLStorableNode") and node.GetSaveWithScene() and node.GetStorageNode() is None:
+            node.AddDefaultStorageNode()
+    path = tmp_path / "scene.mrb"
+    scene.WriteToMRB(str(path))
+    other = slicer.vtkMRMLScene()
+    cache = slicer.vtkCacheManager()
+    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    io = slicer.vtkDataIOManager()
+    io.SetCacheManager(cache)
+    other.SetDataIOManager(io)
+    other.SetCacheManager(cache)
+    other_ct, other_points = read_ct(other), read_landmarks(other)   # takes the IDs the saved nodes had
+    other_ct.SetName("other patient")
+    other.ReadFromMRB(str(path), False)   # merged: the imported nodes get new IDs
+    imported = [other.GetNthNode(i) for i in range(other.GetNumberOfNodes())]
+    imported_primary = [n for n in imported if n.GetAttribute("DeepDRR.Stage") == "primary"]
+    assert len(imported_primary) == 1
+    before = slicer.util.arrayFromVolume(imported_primary[0]).copy()
+    second = DeepDRRLogic(other).simulate(other_ct, carm_at(ct_center, alpha=40.0), other_points, stages=("primary",))
+    assert second.node("primary") is not imported_primary[0]
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(imported_primary[0]), before)
+    assert "other patient" in second.node("primary").GetName()
+    imported_projected = [n for n in imported if n.GetAttribute("DeepDRR.ProjectedFrom") and n is not second.landmarks_node]
+    assert imported_projected and second.landmarks_node not in imported_projected
+    other.Clear(1)

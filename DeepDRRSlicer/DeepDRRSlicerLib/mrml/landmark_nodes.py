@@ -21,7 +21,7 @@ import vtk
 from ..errors import InputError
 from ..geometry import DetectorGeometry
 from ..landmarks import Landmark
-from .scene_utils import first_node_with_attributes, node_label
+from .scene_utils import first_node_from, link_to_source, node_label
 
 __all__ = [
     "PROJECTED_FROM_ATTRIBUTE",
@@ -32,6 +32,7 @@ __all__ = [
 
 #: Attribute on a projected-landmarks node: the ID of the markups node it was projected from.
 PROJECTED_FROM_ATTRIBUTE = "DeepDRR.ProjectedFrom"
+PROJECTED_FROM_REFERENCE = "DeepDRRProjectedFrom"   # the same link as a node reference (survives scene import)
 
 _POSITION_DEFINED = 2  # vtkMRMLMarkupsNode::PositionDefined (PositionUndefined=0, Preview=1, Defined=2, Missing=3)
 
@@ -68,14 +69,14 @@ def find_projected_node(scene, source_node):
     """The projected-landmarks node made earlier from ``source_node``, or None."""
     if source_node is None:
         return None
-    return first_node_with_attributes(scene, "vtkMRMLMarkupsFiducialNode",
-                                      {PROJECTED_FROM_ATTRIBUTE: source_node.GetID()})
+    return first_node_from(scene, "vtkMRMLMarkupsFiducialNode", PROJECTED_FROM_REFERENCE, PROJECTED_FROM_ATTRIBUTE,
+                           source_node.GetID())
 
 
 def _create_projected_node(scene, source_node):
     name = f"{source_node.GetName() or 'Landmarks'} (projected)"
     node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName(name))
-    node.SetAttribute(PROJECTED_FROM_ATTRIBUTE, source_node.GetID())
+    link_to_source(node, PROJECTED_FROM_REFERENCE, PROJECTED_FROM_ATTRIBUTE, source_node.GetID())
     node.SetLocked(True)
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
@@ -103,6 +104,7 @@ def update_projected_landmarks_node(scene, source_node, projected, geometry: Det
     Returns the node. ``view_node_ids`` restricts the views it is shown in.
     """
     node = find_projected_node(scene, source_node) or _create_projected_node(scene, source_node)
+    link_to_source(node, PROJECTED_FROM_REFERENCE, PROJECTED_FROM_ATTRIBUTE, source_node.GetID())
     wasModifying = node.StartModify()
     try:
         labels = [p.label for p in projected]

@@ -25,7 +25,7 @@ import slicer
 
 from ..geometry import DetectorGeometry
 from ..output import auto_window, is_detector_signal
-from .scene_utils import first_node_with_attributes, nodes_by_class, vtk_matrix_from_array
+from .scene_utils import first_node_from, link_to_source, nodes_by_class, source_id, vtk_matrix_from_array
 from .stages import stage_title
 
 __all__ = [
@@ -41,15 +41,18 @@ __all__ = [
 
 #: Attribute naming the stage an output node shows ("primary", "line_integral_bone", ...).
 STAGE_ATTRIBUTE = "DeepDRR.Stage"
-#: Attribute holding the ID of the CT volume node an output node was simulated from.
+#: Attribute holding the ID of the CT volume node an output node was simulated from (with the reference below).
 CT_ATTRIBUTE = "DeepDRR.CTNodeID"
+#: Node reference role from an output node to its CT: MRML keeps it right when a scene is imported.
+CT_REFERENCE = "DeepDRRCT"
 #: Attribute on a log display companion: the ID of the (detector-signal) output node it shows.
 DISPLAY_OF_ATTRIBUTE = "DeepDRR.DisplayOf"
+DISPLAY_OF_REFERENCE = "DeepDRRDisplayOf"
 
 def find_stage_node(scene, ct_node_id: str, stage: str):
     """The output node of ``stage`` simulated from the CT node ``ct_node_id``, or None."""
-    return first_node_with_attributes(scene, "vtkMRMLScalarVolumeNode",
-                                      {STAGE_ATTRIBUTE: stage, CT_ATTRIBUTE: ct_node_id})
+    return first_node_from(scene, "vtkMRMLScalarVolumeNode", CT_REFERENCE, CT_ATTRIBUTE, ct_node_id,
+                           {STAGE_ATTRIBUTE: stage})
 
 
 def stage_nodes(scene, ct_node_id: str) -> dict:
@@ -57,7 +60,7 @@ def stage_nodes(scene, ct_node_id: str) -> dict:
     found = {}
     for node in nodes_by_class(scene, "vtkMRMLScalarVolumeNode"):
         stage = node.GetAttribute(STAGE_ATTRIBUTE)
-        if stage and node.GetAttribute(CT_ATTRIBUTE) == ct_node_id:
+        if stage and source_id(node, CT_REFERENCE, CT_ATTRIBUTE) == ct_node_id:
             found.setdefault(stage, node)
     return found
 
@@ -90,16 +93,18 @@ def fluoro_display_node(scene, stage_node):
     """
     if stage_node is None:
         return None
-    companion = first_node_with_attributes(scene, "vtkMRMLScalarVolumeNode", {DISPLAY_OF_ATTRIBUTE: stage_node.GetID()})
+    companion = first_node_from(scene, "vtkMRMLScalarVolumeNode", DISPLAY_OF_REFERENCE, DISPLAY_OF_ATTRIBUTE,
+                                stage_node.GetID())
     return companion if companion is not None else stage_node
 
 
 def _update_log_display_node(scene, stage_node, image, matrix, window_level: bool):
-    node = first_node_with_attributes(scene, "vtkMRMLScalarVolumeNode", {DISPLAY_OF_ATTRIBUTE: stage_node.GetID()})
+    node = first_node_from(scene, "vtkMRMLScalarVolumeNode", DISPLAY_OF_REFERENCE, DISPLAY_OF_ATTRIBUTE,
+                           stage_node.GetID())
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
                                        scene.GenerateUniqueName(f"{stage_node.GetName()} (log display)"))
-        node.SetAttribute(DISPLAY_OF_ATTRIBUTE, stage_node.GetID())
+        link_to_source(node, DISPLAY_OF_REFERENCE, DISPLAY_OF_ATTRIBUTE, stage_node.GetID())
         node.SetHideFromEditors(True)   # saved with the scene: the Fluoro view shows it after reopening
     was_modifying = node.StartModify()
     try:
@@ -123,7 +128,7 @@ def _create_stage_node(scene, ct_node, stage: str):
     base = f"{ct_node.GetName() or 'CT'} DRR {stage_title(stage)}"
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(base))
     node.SetAttribute(STAGE_ATTRIBUTE, stage)
-    node.SetAttribute(CT_ATTRIBUTE, ct_node.GetID())
+    link_to_source(node, CT_REFERENCE, CT_ATTRIBUTE, ct_node.GetID())
     return node
 
 
@@ -140,6 +145,7 @@ def update_stage_node(scene, ct_node, stage: str, image, geometry: DetectorGeome
     if image.shape != geometry.shape:
         raise ValueError(f"stage {stage!r}: image shape {image.shape} does not match the detector {geometry.shape}")
     node = find_stage_node(scene, ct_node.GetID(), stage) or _create_stage_node(scene, ct_node, stage)
+    link_to_source(node, CT_REFERENCE, CT_ATTRIBUTE, ct_node.GetID())   # a node of an older scene gains the reference
     wasModifying = node.StartModify()
     try:
         # A (1, rows, cols) float32 array keeps the voxels float32 (a 2D array would be widened to float64).

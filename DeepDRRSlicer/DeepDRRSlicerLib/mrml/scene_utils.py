@@ -33,6 +33,29 @@ def nodes_by_class(scene, class_name: str) -> list:
     return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
 
 
+def link_to_source(node, role: str, attribute: str, source_id: str) -> None:
+    """Record which node ``node`` was made from: as a node reference (MRML renames it when a scene is
+    imported into another and IDs change) and, for readers of older scenes, as an attribute."""
+    node.SetAttribute(attribute, source_id)
+    if node.GetNodeReferenceID(role) != source_id:
+        node.SetNodeReferenceID(role, source_id)
+
+
+def source_id(node, role: str, attribute: str):
+    """The ID recorded by ``link_to_source``: the reference, else (scenes saved before it) the attribute."""
+    return node.GetNodeReferenceID(role) or node.GetAttribute(attribute)
+
+
+def first_node_from(scene, class_name: str, role: str, attribute: str, source: str, attributes: dict | None = None):
+    """The first node of ``class_name`` made from the node with ID ``source`` (see ``link_to_source``) whose
+    attributes include ``attributes``, or None."""
+    for node in nodes_by_class(scene, class_name):
+        if source_id(node, role, attribute) == source and all(
+                node.GetAttribute(key) == value for key, value in (attributes or {}).items()):
+            return node
+    return None
+
+
 def first_node_with_attributes(scene, class_name: str, attributes: dict):
     """The first node of ``class_name`` whose attributes include all of ``attributes``, or None."""
     for node in nodes_by_class(scene, class_name):
