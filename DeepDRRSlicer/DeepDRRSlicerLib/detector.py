@@ -59,7 +59,8 @@ class Detector:
     def validate(self) -> None:
         if not (isinstance(self.scintillator_mm, (int, float)) and math.isfinite(self.scintillator_mm)
                 and 0.0 < self.scintillator_mm <= 5.0):
-            raise InputError(f"Scintillator thickness {self.scintillator_mm!r} mm is outside 0-5 mm.",
+            raise InputError(f"Scintillator thickness {self.scintillator_mm!r} mm is outside (0, 5] mm: it must be "
+                             "more than 0 and at most 5 mm.",
                              "Give --detector-thickness in mm, e.g. 0.6 (600 um CsI:Tl).")
         if self.light_spread_sigma_mm is not None and not (
                 math.isfinite(self.light_spread_sigma_mm) and self.light_spread_sigma_mm >= 0):
