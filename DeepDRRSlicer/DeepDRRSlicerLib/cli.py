@@ -308,13 +308,18 @@ class _Messages:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
+        self._warned: set[str] = set()
 
     def note(self, text: str) -> None:
         if not self.quiet:
             print(f"note: {text}", file=sys.stderr)
 
-    @staticmethod
-    def warning(text: str) -> None:
+    def warning(self, text: str) -> None:
+        # once each: a result repeats what reading the CT warned of, under another source name ("The CT: ...")
+        said = text.partition(": ")[2] or text
+        if said in self._warned:
+            return
+        self._warned.add(said)
         print(f"warning: {text}", file=sys.stderr)
 
     @contextmanager

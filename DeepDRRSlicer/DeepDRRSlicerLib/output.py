@@ -168,8 +168,9 @@ class OutputFolder:
         self.check()
 
     def protect(self, *paths) -> None:
-        """Inputs of the run (files or folders; None is skipped): never replaced, even with ``overwrite``.
-        Raises InputError now when one lies in the target under a name a result may have."""
+        """Inputs of the run (files or folders; None is skipped): never replaced, even with ``overwrite``, unless
+        a previous result in the target wrote them. Raises InputError now when one lies in the target under a
+        name a result may have."""
         for path in paths:
             if path is not None:
                 self._inputs.append(Path(os.path.abspath(os.path.expanduser(str(path)))).resolve())
@@ -177,8 +178,11 @@ class OutputFolder:
 
     def _check_inputs(self, names=None) -> None:
         target = self.path.resolve()
+        # a previous result's own file may be an input (--geometry D/geometry.json --out D): it is read before
+        # anything is written and re-rendered as it was, so replacing it is the point
+        own = (self.recognise(target) or set()) if self._inputs and target.is_dir() else set()
         for path in self._inputs:
-            if path.parent != target:
+            if path.parent != target or path.name in own:
                 continue
             clashes = (path.name in names) if names is not None else any(
                 fnmatch.fnmatch(path.name, pattern) for pattern in _RESULT_NAME_PATTERNS)

@@ -269,6 +269,14 @@ def _(tmp):
     return cli(tmp, "--ct", phantom(tmp), "--overwrite")
 
 
+@case("out-holds-input", "output", "`--landmarks D/landmarks.csv --out D --overwrite`, the user's own file",
+      "refused", "the run would replace it")
+def _(tmp):
+    (tmp / "out").mkdir()
+    (tmp / "out" / "landmarks.csv").write_text("label,R,A,S\nm,0,0,0\n")
+    return cli(tmp, "--ct", phantom(tmp, "ct.nii.gz"), "--landmarks", tmp / "out" / "landmarks.csv", "--overwrite")
+
+
 @case("out-geometry-inside", "output", "`--geometry D/geometry.json --out D`, D a previous result", "accepted",
       "wrote primary", "the saved pose is re-rendered identically", lambda tmp, o: _rerender_identical(tmp))
 def _(tmp):
@@ -771,6 +779,11 @@ def _(tmp):
     return cli(tmp, "--size", "0", "512")
 
 
+@case("geom-units-cm", "geometry", '`"units": "cm"` in the geometry', "refused", "units 'cm'")
+def _(tmp):
+    return cli(tmp, "--geometry", _geometry_file(tmp, units="cm", projection_matrix=None))
+
+
 @case("size-too-large", "geometry", "`--size 20000 20000`", "refused", "larger than the 16384 supported")
 def _(tmp):
     return cli(tmp, "--size", "20000", "20000")
@@ -868,6 +881,11 @@ def _(tmp):
 @case("filtration-negative", "physics", "`--filtration Al=-1`", "refused", "Filter thickness for Al is -1 mm")
 def _(tmp):
     return cli(tmp, "--filtration", "Al=-1")
+
+
+@case("filtration-stops-beam", "physics", "`--filtration Cu=100`", "refused", "no usable image")
+def _(tmp):
+    return cli(tmp, "--filtration", "Cu=100")
 
 
 @case("filtration-inf", "physics", "`--filtration Cu=inf`", "refused", "must be a finite number")
