@@ -153,14 +153,15 @@ def package_version() -> str:
         return __version__
 
 
-def _geometry(args, volume, landmarks) -> DetectorGeometry:
+def _geometry(args, volume, landmarks) -> tuple[DetectorGeometry, dict | None]:
+    """The detector geometry, and the C-arm parameters it came from (None for a geometry file)."""
     carm_options = [args.alpha, args.beta, args.sid, args.sod, args.isocenter, args.detector]
     if args.geometry is not None:
         if any(option is not None for option in carm_options):
             raise InputError("--geometry was given together with C-arm options "
                              "(--alpha/--beta/--sid/--sod/--isocenter/--detector).",
                              "Give either a geometry file or C-arm parameters, not both.")
-        return DetectorGeometry.load(args.geometry)
+        return DetectorGeometry.load(args.geometry), None
     preset = detector_preset(args.detector or DEFAULT_DETECTOR)
     width, height, spacing = preset.sampled(512)
     if args.size:
@@ -172,15 +173,21 @@ def _geometry(args, volume, landmarks) -> DetectorGeometry:
     if args.pixel_spacing is not None:
         spacing = args.pixel_spacing
     if args.isocenter:
-        isocenter = tuple(args.isocenter)
+        isocenter, isocenter_from = tuple(args.isocenter), "--isocenter"
     elif landmarks:
         isocenter = tuple(np.mean([landmark.position_ras for landmark in landmarks], axis=0))
+        isocenter_from = "the landmarks' centroid"
     else:
-        isocenter = tuple(volume.center_ras())
-    return CArm(alpha_deg=args.alpha or 0.0, beta_deg=args.beta or 0.0,
+        isocenter, isocenter_from = tuple(volume.center_ras()), "the CT's centre"
+    carm = CArm(alpha_deg=args.alpha or 0.0, beta_deg=args.beta or 0.0,
                 sid_mm=args.sid if args.sid is not None else preset.sid_mm,
                 sod_mm=args.sod if args.sod is not None else preset.sod_mm,
-                isocenter_ras=isocenter, width=width, height=height, pixel_spacing_mm=spacing).geometry()
+                isocenter_ras=isocenter, width=width, height=height, pixel_spacing_mm=spacing)
+    record = {"detector": args.detector or DEFAULT_DETECTOR, "alpha_deg": carm.alpha_deg, "beta_deg": carm.beta_deg,
+              "sid_mm": carm.sid_mm, "sod_mm": carm.sod_mm, "isocenter_ras": [float(x) for x in isocenter],
+              "isocenter_from": isocenter_from, "width": width, "height": height,
+              "pixel_spacing_mm": float(spacing)}
+    return carm.geometry(), record
 
 
 class _Progress:
@@ -237,7 +244,7 @@ def simulate_command(args) -> int:
         with say.warnings_printed():
             volume = load_volume(ct_path, series=args.series)
             landmarks = load_landmarks(landmarks_path) if landmarks_path is not None else None
-            geometry = _geometry(args, volume, landmarks)
+            geometry, carm_record = _geometry(args, volume, landmarks)
         mas = args.mas if args.mas is not None else EXPOSURE_PRESETS[args.exposure or "fluoroscopy"]
         settings = SimulationSettings(kvp=args.kvp, filtration=parse_filtration(args.filtration), mode=args.mode,
                                       materials=args.materials, device=args.device, algorithm=args.algorithm,
@@ -269,7 +276,8 @@ def simulate_command(args) -> int:
         parameters = {"ct": str(ct_path), "series": args.series,
                       "landmarks": None if landmarks_path is None else str(landmarks_path),
                       "geometry_file": None if args.geometry is None else str(args.geometry),
-                      "command": " ".join(sys.argv)}
+                      "carm": carm_record,   # the pose as given (the geometry is in geometry.json)
+                      "command": " ".join(["deepdrr-slicer", *sys.argv[1:]])}
         write_result(result, target, parameters)
         progress.step("done", 100)
     finally:

@@ -94,6 +94,10 @@ def test_isocentre_defaults_to_the_landmarks_centroid(demo_run):
     centroid = np.mean([p.position_ras for p in load_landmarks(sample_landmarks_path())], axis=0)
     uv, depth = geometry.project(centroid[None])
     assert np.allclose(uv[0], [(160 - 1) / 2, (128 - 1) / 2]) and depth[0] == pytest.approx(530)
+    # summary.json says how the pose was given, so the run can be repeated or varied
+    carm = json.loads((demo_run / "summary.json").read_text())["parameters"]["carm"]
+    assert carm["isocenter_from"] == "the landmarks' centroid" and carm["detector"] == "mobile-carm-30"
+    assert np.allclose(carm["isocenter_ras"], centroid) and (carm["alpha_deg"], carm["sod_mm"]) == (0.0, 530.0)
 
 
 def test_line_integral_mode(tmp_path):
