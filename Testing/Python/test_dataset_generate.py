@@ -340,6 +340,11 @@ def test_output_folder_is_never_clobbered(tmp_path, capsys):
     assert "seed" in err
     assert run([*base, "--seed", "3", "--overwrite"], out) == 0
     assert json.loads((out / "plan.json").read_text())["config"]["seed"] == 3
+    # the user's own file beside a dataset: --overwrite replaces the dataset and keeps the file
+    (out / "notes.txt").write_text("mine")
+    assert run([*base, "--seed", "4", "--overwrite"], out) == 0
+    assert json.loads((out / "plan.json").read_text())["config"]["seed"] == 4
+    assert (out / "notes.txt").read_text() == "mine" and (out / "manifest.csv").is_file()
 
 
 def test_disk_full_stops_cleanly_and_resumes(serial, tmp_path):

@@ -101,8 +101,8 @@ def prepare_output(out: Path, plan: Plan, overwrite: bool = False) -> None:
         if not overwrite:
             raise InputError(f"Output folder {out} holds a different dataset ({_first_difference(existing, plan_bytes)}).",
                              "Give another --out, or add --overwrite to replace that dataset.")
-        remove_dataset(out, keep_inputs=True)
-        claim_output(out)
+        # keep the marker: the folder stays ours while the user's other files sit beside the new dataset
+        remove_dataset(out, keep_inputs=True, keep_marker=True)
     try:
         (out / SHARDS).mkdir(exist_ok=True)
         atomic_write_bytes(out / "plan.json", plan_bytes)
@@ -110,12 +110,14 @@ def prepare_output(out: Path, plan: Plan, overwrite: bool = False) -> None:
         raise _output_error(out, error) from None
 
 
-def remove_dataset(out: Path, keep_inputs: bool = False) -> None:
+def remove_dataset(out: Path, keep_inputs: bool = False, keep_marker: bool = False) -> None:
     """Delete a dataset this tool wrote (its own files only; ``inputs/`` holds what the Slicer
-    module exported for it)."""
+    module exported for it; ``keep_marker`` when a new dataset replaces it at once)."""
     out = Path(out)
     folders = [SHARDS] if keep_inputs else [SHARDS, INPUTS]
     for name in OWN_FILES:
+        if keep_marker and name == MARKER:
+            continue
         try:
             (out / name).unlink()
         except FileNotFoundError:
