@@ -420,3 +420,30 @@ def test_sigterm_stops_a_run_that_the_same_command_resumes(serial, tmp_path):
     assert process.returncode == 130 and "rerun the same command to resume" in err
     assert run(BASE, out) == 0
     assert digests(out) == digests(serial)
+
+
+def test_a_randomised_sid_or_sod_is_the_pose_recorded_with_each_image(tmp_path):
+    from DeepDRRSlicerLib.dataset.torch_data import ShardDataset
+
+    out = tmp_path / "ds"
+    assert run(["generate", "--ct", CT, "--sample", "alpha=-10:10,n=2", "--randomize", "sod=500:600,sid=950:1100",
+                "--size", "16", "16", "--quiet"], out) == 0
+    dataset = ShardDataset(out)
+    for index in range(len(dataset)):
+        _, geometry_dict, meta, _ = dataset.read_raw(index)
+        geometry = DetectorGeometry.from_dict(geometry_dict)
+        pose, physics = meta["pose"], meta["physics"]
+        assert (pose["sid"], pose["sod"]) == (physics["sid"], physics["sod"]) and pose["sod"] != 530.0
+        assert geometry.source_to_detector_mm == pytest.approx(pose["sid"])
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--sample", "alpha=110:-40,n=2"], "runs from high to low"),
+    (["--sample", "alpha=0,n=2", "--randomize", "kvp=120:70"], "runs from high to low"),
+    (["--sample", "alpha=0,n=2", "--randomize", "sid=529.5:1100"], "SID of 529.5 mm with an SOD of 530 mm"),
+    (["--sample", "alpha=0,sod=400:600,n=2", "--randomize", "sid=550:1100"], "--sample sod=400:600"),
+])
+def test_impossible_ranges_are_refused_before_anything_is_written(tmp_path, capsys, arguments, message):
+    out = tmp_path / "ds"
+    _fails(capsys, ["generate", "--ct", CT, "--size", "8", "8", "--quiet", *arguments], message, out)
+    assert not out.exists()

@@ -79,7 +79,7 @@ def add_generate_parser(commands) -> argparse.ArgumentParser:
 def config_from_args(args):
     from ..cli import parse_filtration
     from .config import CTEntry, GenerateConfig, read_ct_list, read_label_names
-    from .spec import load_poses, parse_jitter, parse_randomize, parse_sample
+    from .spec import check_carm_distances, load_poses, parse_jitter, parse_randomize, parse_sample
 
     if args.ct and args.ct_list:
         raise InputError("Both --ct and --ct-list were given.", "Give the CTs one way.")
@@ -102,13 +102,17 @@ def config_from_args(args):
         raise InputError(f"--workers {args.workers} is less than 1.", "Give --workers K with K >= 1.")
     if args.ray and args.workers > 1:
         raise InputError("Both --ray and --workers were given.", "With Ray, the cluster's CPUs are the workers.")
+    sampling = parse_sample(args.sample) if args.sample is not None else None
+    randomize = parse_randomize(args.randomize)
+    if args.poses is None:
+        check_carm_distances(sampling, randomize)
     return GenerateConfig(
         cts=entries,
-        sampling=parse_sample(args.sample) if args.sample is not None else None,
+        sampling=sampling,
         poses=load_poses(args.poses) if args.poses is not None else None,
         poses_source=None if args.poses is None else str(args.poses),
         jitter=parse_jitter(args.jitter),
-        randomize=parse_randomize(args.randomize),
+        randomize=randomize,
         stages=stages,
         width=args.size[0], height=args.size[1], pixel_spacing_mm=args.pixel_spacing,
         seed=args.seed, kvp=args.kvp, filtration=parse_filtration(args.filtration), materials=args.materials,

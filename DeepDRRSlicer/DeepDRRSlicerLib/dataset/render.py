@@ -201,7 +201,7 @@ class SampleRenderer:
             "key": item.key,
             "index": item.index,
             "ct": {"index": item.ct, "path": info.path, "sha256": info.sha256},
-            "pose": item.pose,
+            "pose": _effective_pose(item),
             "physics": item.physics,
             "seed": item.seed,
             "settings": _plain(asdict(simulator.settings)),
@@ -220,6 +220,16 @@ def _simulator_class():
     from ..pipeline import Simulator
 
     return Simulator
+
+
+def _effective_pose(item) -> dict:
+    """The pose as rendered: a randomised SID or SOD (in ``physics``) replaces the pose's own."""
+    pose = dict(item.pose)
+    if "geometry" not in pose:
+        for name in ("sid", "sod"):
+            if name in item.physics:
+                pose[name] = float(item.physics[name])
+    return pose
 
 
 def _plain(value):

@@ -113,15 +113,44 @@ def parse_distribution(name: str, text: str, option: str, allow_grid: bool = Fal
     if len(parts) == 1:
         return Distribution("fixed", (_number(parts[0], option, name),))
     if len(parts) == 2:
-        return Distribution("uniform", (_number(parts[0], option, name), _number(parts[1], option, name)))
+        low, high = _number(parts[0], option, name), _number(parts[1], option, name)
+        _check_order(name, text, option, low, high)
+        return Distribution("uniform", (low, high))
     if len(parts) == 3 and parts[2].strip().lower() == "log":
         low, high = _number(parts[0], option, name), _number(parts[1], option, name)
+        _check_order(name, text, option, low, high)
         if low <= 0 or high <= 0:
             raise InputError(f"{option}: the log-uniform range {name}={text} includes values <= 0.",
                              "Give a log-uniform range of positive numbers, e.g. mas=0.5:5:log.")
         return Distribution("log", (low, high))
     raise InputError(f"{option}: cannot read {name}={text}.",
                      f"Write {option} items as name=X, name=A:B, name=A:B:log or name=X|Y|Z.")
+
+
+def _check_order(name: str, text: str, option: str, low: float, high: float) -> None:
+    if low > high:
+        raise InputError(f"{option}: the range {name}={text} runs from high to low.",
+                         f"Give the smaller value first, e.g. {name}={_number_text(high)}:{_number_text(low)}.")
+
+
+def check_carm_distances(sampling: "PoseSampling | None", randomize: dict) -> None:
+    """Refuse SID and SOD ranges that can draw an SID not beyond the SOD (the isocentre at or behind the
+    detector) now, before anything is rendered, rather than at the first such draw."""
+    def source(name):
+        if name in randomize:
+            return randomize[name], f"--randomize {name}={randomize[name].text()}"
+        if sampling is not None and name in sampling.parameters:
+            return sampling.parameters[name], f"--sample {name}={sampling.parameters[name].text()}"
+        default = DEFAULT_SID_MM if name == "sid" else DEFAULT_SOD_MM
+        return Distribution("fixed", (default,)), f"the default {name.upper()} {_number_text(default)} mm"
+
+    (sid, sid_from), (sod, sod_from) = source("sid"), source("sod")
+    if sid.low <= sod.high:
+        raise InputError(f"{sid_from} and {sod_from} can draw an SID of {_number_text(sid.low)} mm with an SOD of "
+                         f"{_number_text(sod.high)} mm: the source-to-detector distance must exceed the source-to-"
+                         "isocentre distance.",
+                         f"Keep every SID above every SOD, e.g. an SID range starting above {_number_text(sod.high)} "
+                         "mm.")
 
 
 def _items(text: str, option: str) -> list[tuple[str, str]]:
@@ -302,5 +331,5 @@ def load_poses(path) -> list[dict]:
 
 DEFAULT_POSE = {"alpha": 0.0, "beta": 0.0, "sid": DEFAULT_SID_MM, "sod": DEFAULT_SOD_MM}
 
-__all__ = ["Distribution", "PoseSampling", "Jitter", "parse_sample", "parse_jitter", "parse_randomize",
-           "parse_distribution", "load_poses", "randomizable_settings", "DEFAULT_POSE"]
+__all__ = ["Distribution", "PoseSampling", "Jitter", "check_carm_distances", "parse_sample", "parse_jitter",
+           "parse_randomize", "parse_distribution", "load_poses", "randomizable_settings", "DEFAULT_POSE"]
