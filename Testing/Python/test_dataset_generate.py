@@ -258,6 +258,13 @@ def test_label_masks_and_path_lengths_match_exact_chords(tmp_path):
             clear = (exact > 0.05) | (exact == 0)
             assert np.array_equal(arrays["masks"][channel][clear], (exact > 0)[clear])
             assert arrays["masks"][channel].dtype == np.uint8
+        assert meta["labelled"] is True
+    # the same CT listed again without its label map: zero masks that say they are not labels
+    other = tmp_path / "unlabelled"
+    assert run(["generate", "--ct", str(ct), "--ct", str(ct), "--labels", str(labels_path), "--labels", "",
+                "--label-names", str(names), "--sample", "alpha=0,n=1", "--size", "16", "16", "--quiet"], other) == 0
+    metas = [ShardDataset(other).read_raw(index)[2] for index in range(2)]
+    assert [m["labelled"] for m in metas] == [True, False]
 
 
 # ---- bad input -----------------------------------------------------------------------------------

@@ -209,6 +209,8 @@ class SampleRenderer:
             "material_names": list(names),
             "landmark_labels": list(self.plan.landmark_labels),
             "structures": [{"id": label, "name": name} for label, name in self.plan.structures],
+            # a CT without a label map still gets (all-zero) masks so batches stack: mask its loss out
+            "labelled": bool(state["has_labels"]),
             "arrays": {name: {"dtype": str(a.dtype), "shape": list(a.shape)} for name, a in arrays.items()},
             "backend": result.backend,
             "warnings": list(result.warnings),
