@@ -586,6 +586,11 @@ def _checked_geometry(geometry) -> DetectorGeometry:
                      "Pass CArm(alpha_deg=..., isocenter_ras=...).geometry() or DetectorGeometry.load(path).")
 
 
+def check_spectrum(settings: SimulationSettings) -> None:
+    """Raise InputError now if ``settings``' tube spectrum cannot be built or its filtration stops the beam."""
+    _check_beam_gets_through(_spectrum(settings), settings)
+
+
 def _check_beam_gets_through(spectrum, settings: SimulationSettings) -> None:
     """Refuse a filtration that leaves (next to) no photons: the noisy and final images would be noise
     divided by ~0 (values of 1e21), and the primary a ratio of vanishing numbers."""

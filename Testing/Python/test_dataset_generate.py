@@ -449,6 +449,8 @@ def test_a_randomised_sid_or_sod_is_the_pose_recorded_with_each_image(tmp_path):
     (["--sample", "alpha=0,n=2", "--randomize", "kvp=120:70"], "runs from high to low"),
     (["--sample", "alpha=0,n=2", "--randomize", "sid=529.5:1100"], "SID of 529.5 mm with an SOD of 530 mm"),
     (["--sample", "alpha=0,sod=400:600,n=2", "--randomize", "sid=550:1100"], "--sample sod=400:600"),
+    (["--sample", "alpha=0,n=2", "--randomize", "filtration.Xx=1:2"], "Unknown filter 'Xx'"),
+    (["--sample", "alpha=0,n=2", "--randomize", "filtration.Cu=0:200"], "no usable image"),
 ])
 def test_impossible_ranges_are_refused_before_anything_is_written(tmp_path, capsys, arguments, message):
     out = tmp_path / "ds"

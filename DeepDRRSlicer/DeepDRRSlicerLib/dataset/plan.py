@@ -328,15 +328,19 @@ def make_plan(config: GenerateConfig, progress=None) -> Plan:
 
 
 def _check_physics_ranges(config: GenerateConfig) -> None:
+    from ..pipeline import check_spectrum
+
     base = settings_for(config, {})
     base.validate()
     for name, distribution in config.randomize.items():
-        if name in ("sid", "sod") or name.startswith(FILTRATION_PREFIX):
+        if name in ("sid", "sod"):
             continue
         for value in (distribution.low, distribution.high):
             trial = settings_for(config, {name: value})
             try:
                 trial.validate()
+                if name.startswith(FILTRATION_PREFIX) or name == "kvp":
+                    check_spectrum(trial)   # an unknown filter material, or one that stops the beam
             except InputError as error:
                 raise InputError(f"--randomize {name}={distribution.text()}: {error.problem}", error.fix) from None
 
