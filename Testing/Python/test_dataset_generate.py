@@ -456,3 +456,35 @@ def test_impossible_ranges_are_refused_before_anything_is_written(tmp_path, caps
     out = tmp_path / "ds"
     _fails(capsys, ["generate", "--ct", CT, "--size", "8", "8", "--quiet", *arguments], message, out)
     assert not out.exists()
+
+
+def test_workers_stop_when_the_run_is_killed(tmp_path):
+    """SIGKILL to the command (no chance to clean up): its worker processes notice and exit instead of
+    writing on into the dataset, where a resumed run would race them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ds"
+    command = [sys.executable, "-m", "DeepDRRSlicerLib.cli", "generate", "--ct", CT, "--sample", "alpha=-30:30,n=60",
+               "--size", "64", "64", "--shard-size", "10", "--workers", "2", "--quiet", "--out", str(out)]
+    run_ = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any((out / "shards").glob("*shard-*")):
+        time.sleep(0.2)
+    assert any((out / "shards").glob("*shard-*")), "the workers never started writing"
+    run_.kill()
+    run_.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(run_.pid, 0)   # any process of the run's group still alive?
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(run_.pid, signal.SIGKILL)
+        raise AssertionError("worker processes outlived the killed run")
+    assert main([*command[3:-2], "--out", str(out)]) == 0   # and the rerun finishes the dataset

@@ -40,15 +40,24 @@ def _worker_init(plan: Plan, out: str, threads: int, events, cancel_event) -> No
     from .render import SampleRenderer
 
     set_projector_threads(threads)
-    _STATE.update(plan=plan, out=out, renderer=SampleRenderer(plan), events=events, cancel=cancel_event)
+    _STATE.update(plan=plan, out=out, renderer=SampleRenderer(plan), events=events, cancel=cancel_event,
+                  parent=os.getppid())
+
+
+def _should_stop() -> bool:
+    """Asked before each image: the run was cancelled, or the parent died (killed with SIGKILL, say); then
+    exit at once, between two images, so nothing keeps writing into the dataset (a rerun resumes it)."""
+    if os.getppid() != _STATE["parent"]:
+        os._exit(0)
+    return _STATE["cancel"].is_set()
 
 
 def _worker_shard(shard: int):
     from .runner import render_shard
 
-    events, cancel_event = _STATE["events"], _STATE["cancel"]
+    events = _STATE["events"]
     return render_shard(_STATE["plan"], _STATE["out"], shard, _STATE["renderer"],
-                        cancel=cancel_event.is_set, on_image=lambda ok: events.put(ok))
+                        cancel=_should_stop, on_image=lambda ok: events.put(ok))
 
 
 def run_in_processes(plan: Plan, out, shards: list, workers: int, on_image=None, cancel=None) -> bool:
