@@ -58,3 +58,25 @@ def ijk_to_ras(node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def save_scene(scene, path) -> None:
+    """Write ``scene`` as a .mrb, giving storable nodes storage first (what Slicer's Save dialog does)."""
+    for index in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(index)
+        if node.IsA("vtkMRMLStorableNode") and node.GetSaveWithScene() and node.GetStorageNode() is None:
+            node.AddDefaultStorageNode()
+    scene.WriteToMRB(str(path))
+
+
+def scene_for_reading(cache_folder):
+    """A new scene that can read .mrb files (data cache in ``cache_folder``)."""
+    scene = slicer.vtkMRMLScene()
+    cache = slicer.vtkCacheManager()
+    cache.SetRemoteCacheDirectory(str(cache_folder))
+    io = slicer.vtkDataIOManager()
+    io.SetCacheManager(cache)
+    scene.SetDataIOManager(io)
+    scene.SetCacheManager(cache)
+    return scene
+

@@ -184,22 +184,14 @@ def test_detector_signals_are_shown_through_a_log_companion(logic, scene, ct_nod
 
 def test_a_saved_and_reopened_scene_shows_the_image_in_the_fluoro_view(logic, scene, ct_node, ct_center, tmp_path):
     """The Fluoro view shows a detector signal through its log companion: that node must be saved too."""
+    from mrml_helpers import save_scene, scene_for_reading
+
     output = logic.simulate(ct_node, carm_at(ct_center, alpha=20.0), stages=("primary",), display_stage="primary")
     shown_id = layout.fluoro_composite_node(scene, create=False).GetBackgroundVolumeID()
     expected = slicer.util.arrayFromVolume(scene.GetNodeByID(shown_id)).copy()
-    for index in range(scene.GetNumberOfNodes()):   # what Slicer's Save dialog does for storable nodes
-        node = scene.GetNthNode(index)
-        if node.IsA("vtkMRMLStorableNode") and node.GetSaveWithScene() and node.GetStorageNode() is None:
-            node.AddDefaultStorageNode()
     path = tmp_path / "scene.mrb"
-    scene.WriteToMRB(str(path))
-    reopened = slicer.vtkMRMLScene()
-    cache = slicer.vtkCacheManager()
-    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
-    io = slicer.vtkDataIOManager()
-    io.SetCacheManager(cache)
-    reopened.SetDataIOManager(io)
-    reopened.SetCacheManager(cache)
+    save_scene(scene, path)
+    reopened = scene_for_reading(tmp_path / "cache")
     reopened.ReadFromMRB(str(path), False)   # slicer-core reports False (a slice preset it lacks); the data load
     composite = layout.fluoro_composite_node(reopened, create=False)
     shown = reopened.GetNodeByID(composite.GetBackgroundVolumeID() or "")
@@ -213,22 +205,12 @@ def test_outputs_imported_with_a_scene_stay_linked_to_their_own_ct(logic, scene,
     """Importing a saved scene into one that has data renumbers node IDs: a later simulation of another CT
     must make its own nodes, not write into the imported patient's (the links are node references)."""
     from DeepDRRSlicerLib.mrml.logic import DeepDRRLogic
-    from mrml_helpers import read_ct, read_landmarks
+    from mrml_helpers import read_ct, read_landmarks, save_scene, scene_for_reading
 
     logic.simulate(ct_node, carm_at(ct_center), landmarks_node, stages=("primary",))
-    for index in range(scene.GetNumberOfNodes()):
-        node = scene.GetNthNode(index)
-        if node.IsA("vtkMRMLStorableNode") and node.GetSaveWithScene() and node.GetStorageNode() is None:
-            node.AddDefaultStorageNode()
     path = tmp_path / "scene.mrb"
-    scene.WriteToMRB(str(path))
-    other = slicer.vtkMRMLScene()
-    cache = slicer.vtkCacheManager()
-    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
-    io = slicer.vtkDataIOManager()
-    io.SetCacheManager(cache)
-    other.SetDataIOManager(io)
-    other.SetCacheManager(cache)
+    save_scene(scene, path)
+    other = scene_for_reading(tmp_path / "cache")
     other_ct, other_points = read_ct(other), read_landmarks(other)   # takes the IDs the saved nodes had
     other_ct.SetName("other patient")
     other.ReadFromMRB(str(path), False)   # merged: the imported nodes get new IDs
