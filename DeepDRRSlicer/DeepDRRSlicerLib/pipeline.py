@@ -223,7 +223,7 @@ class Simulator:
         self.timings: dict = {}
         self.notes: list = []
         # every result repeats these (a GUI shows the result, not the console where Python warns)
-        self.warnings: list = [message] if (message := implausible_hu_message(volume.hu)) else []
+        self.warnings: list = [message] if (message := implausible_hu_message(volume.value_range)) else []
         warn_if_large(estimate_memory(render_memory_context(volume, self.settings, (1, 1), materials=materials)),
                       "Decomposing this CT")
         start = time.perf_counter()

@@ -7,6 +7,7 @@ NRRD, DICOM) are converted to RAS here and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -38,6 +39,11 @@ class Volume:
 
     hu: np.ndarray          # float32 [k, j, i], read-only
     ijk_to_ras: np.ndarray  # 4x4 float64
+
+    @functools.cached_property
+    def value_range(self) -> tuple[float, float]:
+        """(min, max) of the voxels, computed once per Volume (the voxels are read-only)."""
+        return float(self.hu.min()), float(self.hu.max())
 
     def __post_init__(self):
         if not isinstance(self.hu, np.ndarray):
@@ -192,14 +198,15 @@ def _validate(hu: np.ndarray, matrix: np.ndarray, source: str) -> None:
         bad = int(hu.size - np.count_nonzero(finite))
         raise InputError(f"{source} contains {bad} NaN or infinite voxel(s).",
                          "Replace them, e.g. with -1000 HU (air), before simulating.")
-    message = implausible_hu_message(hu, source)
+    message = implausible_hu_message((float(hu.min()), float(hu.max())), source)
     if message:
         warnings.warn(message, ImplausibleCTWarning, stacklevel=3)
 
 
-def implausible_hu_message(hu: np.ndarray, source: str = "The CT") -> str | None:
-    """Why ``hu`` does not look like a CT in Hounsfield units, with the fix; None when it does."""
-    low, high = float(np.min(hu)), float(np.max(hu))
+def implausible_hu_message(value_range: tuple, source: str = "The CT") -> str | None:
+    """Why voxel values spanning ``value_range`` (low, high) do not look like a CT in Hounsfield units, with
+    the fix; None when they do."""
+    low, high = value_range
     if -5000 <= low <= -500 and 100 <= high <= 40000:
         return None
     if low >= -50 and high > 1000:
