@@ -148,12 +148,21 @@ class Plan:
                 "images": self.total, "shards": self.shard_count}
 
 
+def effective_pose(item: Item) -> dict:
+    """The pose as rendered: a randomised SID or SOD (in ``physics``) replaces the pose's own."""
+    pose = dict(item.pose)
+    if "geometry" not in pose:
+        for name in ("sid", "sod"):
+            if name in item.physics:
+                pose[name] = float(item.physics[name])
+    return pose
+
+
 def item_geometry(item: Item, config: GenerateConfig) -> DetectorGeometry:
     if "geometry" in item.pose:
         return DetectorGeometry.from_dict(item.pose["geometry"])
-    pose = item.pose
-    sid = item.physics.get("sid", pose["sid"])
-    sod = item.physics.get("sod", pose["sod"])
+    pose = effective_pose(item)
+    sid, sod = pose["sid"], pose["sod"]
     carm = CArm(alpha_deg=pose["alpha"], beta_deg=pose["beta"], sid_mm=sid, sod_mm=sod,
                 isocenter_ras=tuple(pose["isocenter"]), width=config.width, height=config.height,
                 pixel_spacing_mm=config.spacing_mm)
@@ -425,5 +434,5 @@ def load_label_map(path, volume) -> np.ndarray:
     return sitk.GetArrayFromImage(resampled).astype(np.int64)
 
 
-__all__ = ["Plan", "Item", "CTInfo", "make_plan", "item_geometry", "settings_for", "load_ct_entry",
+__all__ = ["Plan", "Item", "CTInfo", "make_plan", "effective_pose", "item_geometry", "settings_for", "load_ct_entry",
            "load_label_map", "geometry_misses_volume", "sample_key"]

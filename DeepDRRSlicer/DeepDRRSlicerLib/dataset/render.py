@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import InputError, SimulationCancelled
-from .plan import Item, Plan, geometry_misses_volume, item_geometry, load_ct_entry, settings_for
+from .plan import Item, Plan, effective_pose, geometry_misses_volume, item_geometry, load_ct_entry, settings_for
 
 CM_TO_MM = 10.0
 NO_RAY = "no ray through the CT: the image would be blank"
@@ -201,7 +201,7 @@ class SampleRenderer:
             "key": item.key,
             "index": item.index,
             "ct": {"index": item.ct, "path": info.path, "sha256": info.sha256},
-            "pose": _effective_pose(item),
+            "pose": effective_pose(item),
             "physics": item.physics,
             "seed": item.seed,
             "settings": _plain(asdict(simulator.settings)),
@@ -222,16 +222,6 @@ def _simulator_class():
     from ..pipeline import Simulator
 
     return Simulator
-
-
-def _effective_pose(item) -> dict:
-    """The pose as rendered: a randomised SID or SOD (in ``physics``) replaces the pose's own."""
-    pose = dict(item.pose)
-    if "geometry" not in pose:
-        for name in ("sid", "sod"):
-            if name in item.physics:
-                pose[name] = float(item.physics[name])
-    return pose
 
 
 def _plain(value):
