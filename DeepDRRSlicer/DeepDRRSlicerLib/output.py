@@ -173,7 +173,7 @@ class OutputFolder:
         name a result may have."""
         for path in paths:
             if path is not None:
-                self._inputs.append(Path(os.path.abspath(os.path.expanduser(str(path)))).resolve())
+                self._inputs.append(Path(path).expanduser().resolve())
         self.check()
 
     def _check_inputs(self, names=None) -> None:

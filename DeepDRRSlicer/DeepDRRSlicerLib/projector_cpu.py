@@ -63,7 +63,8 @@ def _prefetch(typingctx, array, index):
         i32 = ir.IntType(32)
         function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
             ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
-        builder.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])  # read, keep, data
+        # read (0), keep in all cache levels (3), data not instructions (1)
+        builder.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -80,9 +81,9 @@ def _vector_bilinear(width: int):
         signature = types.void(channels, i00, i01, i10, i11, w00, w01, w10, w11, acc)
 
         def codegen(context, builder, sig, args):
-            data = context.make_array(sig.args[0])(context, builder, args[0]).data
-            row = context.make_array(sig.args[0])(context, builder, args[0]).strides
-            row_floats = builder.udiv(builder.extract_value(row, 0), ir.Constant(ir.IntType(64), 4))
+            channels_array = context.make_array(sig.args[0])(context, builder, args[0])
+            data = channels_array.data
+            row_floats = builder.udiv(builder.extract_value(channels_array.strides, 0), ir.Constant(ir.IntType(64), 4))
             floats = ir.VectorType(ir.FloatType(), width)
             doubles = ir.VectorType(ir.DoubleType(), width)
             lanes = ir.VectorType(ir.IntType(32), width)

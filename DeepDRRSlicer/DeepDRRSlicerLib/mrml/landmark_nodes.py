@@ -76,7 +76,6 @@ def find_projected_node(scene, source_node):
 def _create_projected_node(scene, source_node):
     name = f"{source_node.GetName() or 'Landmarks'} (projected)"
     node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName(name))
-    link_to_source(node, PROJECTED_FROM_REFERENCE, PROJECTED_FROM_ATTRIBUTE, source_node.GetID())
     node.SetLocked(True)
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
@@ -104,6 +103,7 @@ def update_projected_landmarks_node(scene, source_node, projected, geometry: Det
     Returns the node. ``view_node_ids`` restricts the views it is shown in.
     """
     node = find_projected_node(scene, source_node) or _create_projected_node(scene, source_node)
+    # new, or from a scene saved before the reference: record where it comes from
     link_to_source(node, PROJECTED_FROM_REFERENCE, PROJECTED_FROM_ATTRIBUTE, source_node.GetID())
     wasModifying = node.StartModify()
     try:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import vtk
@@ -797,15 +797,13 @@ def _part(progress, start: float, end: float):
     return lambda fraction: progress(start + (end - start) * float(fraction))
 
 
-def _carm_from_dict(fields: dict) -> CArm:
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(CArm)}
-    unknown = sorted(set(fields) - known)
+def _carm_from_dict(values: dict) -> CArm:
+    known = {f.name for f in fields(CArm)}
+    unknown = sorted(set(values) - known)
     if unknown:
         raise InputError(f"Unknown C-arm field(s): {', '.join(unknown)}.",
                          f"Use the fields of CArm: {', '.join(sorted(known))} (e.g. {{'alpha_deg': 30.0}}).")
-    return CArm(**fields)
+    return CArm(**values)
 
 
 def _node_id(node):

@@ -127,8 +127,7 @@ def _update_log_display_node(scene, stage_node, image, matrix, window_level: boo
 def _create_stage_node(scene, ct_node, stage: str):
     base = f"{ct_node.GetName() or 'CT'} DRR {stage_title(stage)}"
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(base))
-    node.SetAttribute(STAGE_ATTRIBUTE, stage)
-    link_to_source(node, CT_REFERENCE, CT_ATTRIBUTE, ct_node.GetID())
+    node.SetAttribute(STAGE_ATTRIBUTE, stage)   # update_stage_node links it to its CT
     return node
 
 
@@ -145,7 +144,8 @@ def update_stage_node(scene, ct_node, stage: str, image, geometry: DetectorGeome
     if image.shape != geometry.shape:
         raise ValueError(f"stage {stage!r}: image shape {image.shape} does not match the detector {geometry.shape}")
     node = find_stage_node(scene, ct_node.GetID(), stage) or _create_stage_node(scene, ct_node, stage)
-    link_to_source(node, CT_REFERENCE, CT_ATTRIBUTE, ct_node.GetID())   # a node of an older scene gains the reference
+    # new, or from a scene saved before the reference: record which CT it comes from
+    link_to_source(node, CT_REFERENCE, CT_ATTRIBUTE, ct_node.GetID())
     wasModifying = node.StartModify()
     try:
         # A (1, rows, cols) float32 array keeps the voxels float32 (a 2D array would be widened to float64).
