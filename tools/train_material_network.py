@@ -62,6 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (1: the same weights on any machine, and robust on a shared CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--marrow", type=float, default=0.0,
+                   help="share of patches whose marrow (bone below 500 HU) is darkened to 0-150 HU, as in "
+                        "fatty or osteoporotic bone (an experiment, worse overall: see the model card); 0 draws "
+                        "no random numbers for it")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in tools/.cache")
@@ -314,7 +318,22 @@ def gaussian_blur(hu, sigmas):
     return out[0, 0]
 
 
-def augment(batch, rng):
+def darken_marrow(hu, targets, rng, probability):
+    """Lower the HU of marrow (inside bone, below 500 HU: not cortex) to 0-150 HU, labels unchanged, so
+    that the network recognises fatty or osteoporotic bone by its cortex, not by its marrow's HU."""
+    for b in range(hu.shape[0]):
+        if rng.random() >= probability:
+            continue
+        marrow = ((targets[b, 2] - 0.5) * 2.0).clamp(0.0, 1.0) * (hu[b] < 500).float()   # bone interior
+        if float(marrow.sum()) < 30:
+            continue
+        current = float((hu[b] * marrow).sum() / marrow.sum())
+        target = rng.uniform(0.0, 150.0)
+        if target < current:
+            hu[b] += (target - current) * marrow
+
+
+def augment(batch, rng, marrow_probability: float = 0.0):
     """-> (network input, soft targets [B, 3, ...], loss weights [B, ...])."""
     import torch
 
@@ -326,6 +345,8 @@ def augment(batch, rng):
     add_contrast(hu, groups, rng)
     add_enhancing_structures(hu, targets, rng)
     add_metal(hu, weight, rng)
+    if marrow_probability > 0:
+        darken_marrow(hu, targets, rng, marrow_probability)
     for b in range(hu.shape[0]):
         scale, offset = rng.uniform(0.97, 1.03), rng.uniform(-25, 25)
         hu[b] = (hu[b] + 1024) * scale - 1024 + offset
@@ -414,7 +435,7 @@ def main(argv=None) -> int:
     model.train()
     while step < args.steps:
         batch = sample_batch(volumes, weights, rng, args.batch, args.patch)
-        x, targets, weight = augment(batch, rng)
+        x, targets, weight = augment(batch, rng, args.marrow)
         x, targets, weight = x.to(device), targets.to(device), weight.to(device)
         logits = model(x)
         log_p = F.log_softmax(logits, 1)
@@ -454,7 +475,7 @@ def main(argv=None) -> int:
     parameters = int(sum(p.numel() for p in model.parameters()))
     metadata = {"training": {
         "command": "python tools/train_material_network.py" + (" " + " ".join(argv) if argv else ""),
-        "steps": args.steps, "batch": args.batch, "patch": args.patch, "lr": args.lr, "seed": args.seed,
+        "steps": args.steps, "marrow": args.marrow, "batch": args.batch, "patch": args.patch, "lr": args.lr, "seed": args.seed,
         "threads": args.threads, "device": device, "torch": str(torch.__version__), "python": platform.python_version(),
         "seconds_training_loop": round(train_seconds, 1), "seconds_total": round(time.time() - started, 1),
         "parameters": parameters, "data": files["archives"],

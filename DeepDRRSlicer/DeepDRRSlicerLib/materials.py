@@ -33,6 +33,16 @@ DEFAULT_METHOD = "network"
 DEFAULT_DENSITY_MODEL = "calibrated"
 #: Network bone probability is faded out between these HU (air partial volume is not bone).
 BONE_GATE_HU = (-500.0, -200.0)
+#: Bone has a cortex. A connected region that the network calls bone (probability above
+#: BONE_REGION_PROBABILITY), of at least CORTEX_CHECK_CM3, with no voxel at or above CORTEX_HU is soft tissue:
+#: e.g. contrast-enhanced kidneys (150-300 HU), which the network confuses with marrow. Smaller regions are
+#: left alone: thin ribs in thick slices can peak below 500 HU. (Resources/Models/README.md, "Post-processing".)
+BONE_REGION_PROBABILITY = 0.25
+CORTEX_HU = 500.0
+CORTEX_CHECK_CM3 = 10.0
+#: Bone probability is stretched about 0.5 by this factor: the network learnt 3 mm partial-volume fractions,
+#: and interpolating them onto a finer CT grid widens every bone edge (chosen on the training volumes).
+BONE_SHARPNESS = 2.0
 #: Within this distance of an implant the network's classes give way to the thresholds: the network saw
 #: only synthetic implants, and real streaks and blooming mislead it (see Resources/Models/README.md).
 METAL_ARTEFACT_MM = 10.0
@@ -278,13 +288,22 @@ def _network_probabilities(volume: Volume, device, cache_dir, notes: list, netwo
     elif progress is not None:
         progress(1.0)
     probabilities = network_output.to_native()
-    return clean_probabilities(probabilities, volume.hu)
+    return clean_probabilities(probabilities, volume.hu, volume.ijk_to_ras, notes)
 
 
-def clean_probabilities(probabilities: np.ndarray, hu, floor: float = 1e-3) -> np.ndarray:
-    """In place (and returned): move bone probability to soft tissue where the HU say air partial
-    volume (:data:`BONE_GATE_HU`), and drop probabilities below ``floor`` (renormalised), so that
-    most voxels are one class and the composition step skips the others."""
+def clean_probabilities(probabilities: np.ndarray, hu, ijk_to_ras=None, notes: list | None = None,
+                        floor: float = 1e-3) -> np.ndarray:
+    """In place (and returned): the network's probabilities as the decomposition uses them.
+
+    - Regions without cortex are not bone (:func:`drop_bone_without_cortex`; needs ``ijk_to_ras``).
+    - Bone probability moves to soft tissue where the HU say air partial volume (:data:`BONE_GATE_HU`).
+    - Bone probability is sharpened about 0.5 (:data:`BONE_SHARPNESS`); the other classes share the rest
+      in their former proportion.
+    - Probabilities below ``floor`` are dropped (renormalised), so that most voxels are one class and
+      the composition step skips the others.
+    """
+    if ijk_to_ras is not None:
+        drop_bone_without_cortex(probabilities, hu, ijk_to_ras, notes)
     low, high = BONE_GATE_HU
     for k in range(probabilities.shape[1]):
         p = probabilities[:, k]
@@ -292,9 +311,54 @@ def clean_probabilities(probabilities: np.ndarray, hu, floor: float = 1e-3) -> n
         moved = p[2] * (1.0 - gate)
         p[2] -= moved
         p[1] += moved
+        sharp = np.clip((p[2] - 0.5) * np.float32(BONE_SHARPNESS) + 0.5, 0.0, 1.0)
+        rest = 1.0 - p[2]
+        scale = np.divide(1.0 - sharp, rest, out=np.zeros_like(rest), where=rest > 1e-6)
+        p[0] *= scale
+        p[1] *= scale
+        p[2] = sharp
         p[p < floor] = 0.0
         p /= np.maximum(p.sum(axis=0), np.float32(1e-12))[None]
     return probabilities
+
+
+def drop_bone_without_cortex(probabilities: np.ndarray, hu, ijk_to_ras, notes: list | None = None) -> int:
+    """In place: bone probability becomes soft tissue in every connected region the network calls bone
+    (probability > :data:`BONE_REGION_PROBABILITY`, face-connected) that is at least :data:`CORTEX_CHECK_CM3`
+    large and has no voxel at or above :data:`CORTEX_HU`, and in its 3 mm fringe. Returns how many regions."""
+    import SimpleITK as sitk
+
+    hu = np.asarray(hu)
+    region = probabilities[2] > BONE_REGION_PROBABILITY
+    if not region.any():
+        return 0
+    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(region.view(np.uint8)), False))
+    voxel_cm3 = abs(float(np.linalg.det(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3]))) / 1000.0
+    sizes_cm3 = np.bincount(labels.ravel()) * voxel_cm3
+    with_cortex = np.unique(labels[region & (hu >= CORTEX_HU)])
+    candidates = np.flatnonzero(sizes_cm3 >= CORTEX_CHECK_CM3)
+    without = np.setdiff1d(candidates[candidates > 0], with_cortex)
+    if without.size == 0:
+        return 0
+    dropped = np.isin(labels, without)
+    del labels
+    spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)   # i, j, k
+    radius = [int(np.ceil(3.0 / max(s, 1e-9))) for s in spacing]
+    box = []   # only the box around the dropped regions, grown by the radius, can change
+    for axis in range(3):
+        present = np.flatnonzero(dropped.any(axis=tuple(a for a in range(3) if a != axis)))
+        margin = radius[2 - axis]
+        box.append(slice(max(0, present[0] - margin), min(dropped.shape[axis], present[-1] + 1 + margin)))
+    box = tuple(box)
+    fringe = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(dropped[box].view(np.uint8)), radius)) > 0
+    dropped[box] |= fringe & ~region[box]   # the fringe of a dropped region, never another region
+    del fringe
+    probabilities[1][dropped] += probabilities[2][dropped]
+    probabilities[2][dropped] = 0.0
+    if notes is not None:
+        notes.append(f"{without.size} region(s) the network called bone ({sizes_cm3[without].sum():.0f} cm3) "
+                     f"have no voxel at or above {CORTEX_HU:g} HU (no cortex) and were made soft tissue")
+    return int(without.size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -364,7 +428,7 @@ def _decomposition_memory(context) -> list:
         return []
     working = 8 * context.n_materials * min(CHUNK_VOXELS, context.voxels)   # measured: ~2 float32 copies
     if context.extra.get("network"):
-        working += 12 * context.voxels + 64 * 2**20   # class probabilities (float32) + inference buffers
+        working += 21 * context.voxels + 64 * 2**20   # class probabilities (float32), region labels, inference buffers
     return [MemoryItem("material composition and network (temporary)", working, held=False, step="materials")]
 
 

@@ -74,3 +74,35 @@ def test_same_seed_same_patch_other_seed_other_patch():
     _, _, hu_c, _ = augmented(seed=8)
     assert torch.equal(hu_a, hu_b) and torch.equal(targets_a, targets_b)
     assert not torch.equal(hu_a, hu_c)
+
+
+def test_darkened_marrow_keeps_cortex_labels_and_everything_outside_bone():
+    """``--marrow``: bone below 500 HU (marrow) is lowered to 0-150 HU, cortex and soft tissue are not
+    touched, and the labels stay bone."""
+    hu, targets = spine_patch(batch=4)
+    bone = targets[0, 2] > 0.5
+    marrow_column = bone & (torch.arange(PATCH)[None, None, :] < 16)   # half the column is marrow, half cortex
+    hu[:, marrow_column] = 250.0
+    before_hu, before_targets = hu.clone(), targets.clone()
+    training.darken_marrow(hu, targets, np.random.default_rng(3), probability=1.0)
+    assert torch.equal(targets, before_targets)
+    outside_marrow = ~marrow_column
+    assert torch.equal(hu[:, outside_marrow], before_hu[:, outside_marrow])   # 700 HU cortex and soft tissue kept
+    darkened = hu[:, marrow_column]
+    assert float(darkened.min()) >= 0.0 and float(darkened.max()) <= 150.0 + 1e-3
+    assert len({round(float(hu[b, marrow_column].mean()), 3) for b in range(4)}) == 4   # a level per patch
+
+
+def test_marrow_probability_zero_draws_no_random_numbers(monkeypatch):
+    """The default (0) must leave the random stream alone, so that the shipped weights still rebuild:
+    the marrow step is not even called, and a nonzero share is."""
+    hu, targets = spine_patch(batch=2)
+    batch = torch.cat([hu[:, None], targets, torch.zeros(2, len(training.GROUPS), PATCH, PATCH, PATCH),
+                       torch.ones(2, 1, PATCH, PATCH, PATCH)], 1)
+    calls = []
+    monkeypatch.setattr(training, "darken_marrow", lambda *args: calls.append(args))
+    training.augment(batch, np.random.default_rng(5), 0.0)
+    training.augment(batch, np.random.default_rng(5))
+    assert calls == []
+    training.augment(batch, np.random.default_rng(5), 0.3)
+    assert len(calls) == 1
