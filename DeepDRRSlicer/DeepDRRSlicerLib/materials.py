@@ -332,16 +332,18 @@ def drop_bone_without_cortex(probabilities: np.ndarray, hu, ijk_to_ras, notes: l
     region = probabilities[2] > BONE_REGION_PROBABILITY
     if not region.any():
         return 0
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(region.view(np.uint8)), False))
+    # Memory: the labels (uint32, viewed in place) are the only full-size array beyond a few bool masks.
+    labels_image = sitk.ConnectedComponent(sitk.GetImageFromArray(region.view(np.uint8)), False)
+    labels = sitk.GetArrayViewFromImage(labels_image)
     voxel_cm3 = abs(float(np.linalg.det(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3]))) / 1000.0
-    sizes_cm3 = np.bincount(labels.ravel()) * voxel_cm3
+    sizes_cm3 = np.bincount(labels[region]) * voxel_cm3
     with_cortex = np.unique(labels[region & (hu >= CORTEX_HU)])
     candidates = np.flatnonzero(sizes_cm3 >= CORTEX_CHECK_CM3)
     without = np.setdiff1d(candidates[candidates > 0], with_cortex)
     if without.size == 0:
         return 0
     dropped = np.isin(labels, without)
-    del labels
+    del labels, labels_image
     spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)   # i, j, k
     radius = [int(np.ceil(3.0 / max(s, 1e-9))) for s in spacing]
     box = []   # only the box around the dropped regions, grown by the radius, can change
@@ -428,7 +430,7 @@ def _decomposition_memory(context) -> list:
         return []
     working = 8 * context.n_materials * min(CHUNK_VOXELS, context.voxels)   # measured: ~2 float32 copies
     if context.extra.get("network"):
-        working += 21 * context.voxels + 64 * 2**20   # class probabilities (float32), region labels, inference buffers
+        working += 20 * context.voxels + 64 * 2**20   # class probabilities (float32), region labels and masks, inference buffers
     return [MemoryItem("material composition and network (temporary)", working, held=False, step="materials")]
 
 
