@@ -475,7 +475,8 @@ def main(argv=None) -> int:
     parameters = int(sum(p.numel() for p in model.parameters()))
     metadata = {"training": {
         "command": "python tools/train_material_network.py" + (" " + " ".join(argv) if argv else ""),
-        "steps": args.steps, "marrow": args.marrow, "batch": args.batch, "patch": args.patch, "lr": args.lr, "seed": args.seed,
+        "steps": args.steps, "marrow": args.marrow, "batch": args.batch, "patch": args.patch, "lr": args.lr,
+        "seed": args.seed,
         "threads": args.threads, "device": device, "torch": str(torch.__version__), "python": platform.python_version(),
         "seconds_training_loop": round(train_seconds, 1), "seconds_total": round(time.time() - started, 1),
         "parameters": parameters, "data": files["archives"],

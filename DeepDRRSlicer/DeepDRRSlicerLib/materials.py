@@ -352,7 +352,8 @@ def drop_bone_without_cortex(probabilities: np.ndarray, hu, ijk_to_ras, notes: l
         margin = radius[2 - axis]
         box.append(slice(max(0, present[0] - margin), min(dropped.shape[axis], present[-1] + 1 + margin)))
     box = tuple(box)
-    fringe = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(dropped[box].view(np.uint8)), radius)) > 0
+    grown = sitk.BinaryDilate(sitk.GetImageFromArray(dropped[box].view(np.uint8)), radius)
+    fringe = sitk.GetArrayFromImage(grown) > 0
     dropped[box] |= fringe & ~region[box]   # the fringe of a dropped region, never another region
     del fringe
     probabilities[1][dropped] += probabilities[2][dropped]
@@ -430,7 +431,8 @@ def _decomposition_memory(context) -> list:
         return []
     working = 8 * context.n_materials * min(CHUNK_VOXELS, context.voxels)   # measured: ~2 float32 copies
     if context.extra.get("network"):
-        working += 20 * context.voxels + 64 * 2**20   # class probabilities (float32), region labels and masks, inference buffers
+        # class probabilities (float32), the cortex rule's region labels and masks, inference buffers
+        working += 20 * context.voxels + 64 * 2**20
     return [MemoryItem("material composition and network (temporary)", working, held=False, step="materials")]
 
 
