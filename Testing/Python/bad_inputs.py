@@ -1001,6 +1001,12 @@ def _(tmp):
     return gen(tmp, "--ct", str(phantom(tmp)), "--randomize", "kvp=20:90")
 
 
+@case("gen-randomize-unused", "generate", "`--randomize mas=0.1:1:log` with `--stages primary`", "refused",
+      "Add noisy or final to --stages")
+def _(tmp):
+    return gen(tmp, "--ct", str(phantom(tmp)), "--stages", "primary", "--randomize", "mas=0.1:1:log")
+
+
 @case("gen-foreign-folder", "generate", "`--out` a non-empty folder of other files", "refused",
       "holds no DeepDRRSlicer dataset", "the folder's file is untouched",
       lambda tmp, o: (tmp / "ds" / "notes.txt").read_text() == "mine" or _fail("notes.txt changed"))

@@ -451,8 +451,16 @@ def test_a_randomised_sid_or_sod_is_the_pose_recorded_with_each_image(tmp_path):
     (["--sample", "alpha=0,sod=400:600,n=2", "--randomize", "sid=550:1100"], "--sample sod=400:600"),
     (["--sample", "alpha=0,n=2", "--randomize", "filtration.Xx=1:2"], "Unknown filter 'Xx'"),
     (["--sample", "alpha=0,n=2", "--randomize", "filtration.Cu=0:200"], "no usable image"),
+    (["--sample", "alpha=0,n=2", "--randomize", "mas=0.1:1:log"], "Add noisy or final to --stages"),
+    (["--sample", "alpha=0,n=2", "--stages", "primary,scatter", "--randomize", "electronic_noise_keV=1:3"],
+     "no stage in --stages primary,scatter uses it"),
+    (["--sample", "alpha=0,n=2", "--stages", "primary,noisy", "--randomize", "scatter_photons=1000:5000"],
+     "Add scatter or total to --stages"),
+    (["--sample", "alpha=0,n=2", "--stages", "primary,total", "--randomize", "grid_ratio=8:12"],
+     "without an anti-scatter grid"),
 ])
 def test_impossible_ranges_are_refused_before_anything_is_written(tmp_path, capsys, arguments, message):
+    """Also settings that no chosen stage uses: their draws would be recorded but change nothing."""
     out = tmp_path / "ds"
     _fails(capsys, ["generate", "--ct", CT, "--size", "8", "8", "--quiet", *arguments], message, out)
     assert not out.exists()
@@ -488,3 +496,14 @@ def test_workers_stop_when_the_run_is_killed(tmp_path):
         os.killpg(run_.pid, signal.SIGKILL)
         raise AssertionError("worker processes outlived the killed run")
     assert main([*command[3:-2], "--out", str(out)]) == 0   # and the rerun finishes the dataset
+
+
+def test_a_randomised_setting_is_accepted_when_a_chosen_stage_uses_it(tmp_path):
+    out = tmp_path / "ds"
+    assert run(["generate", "--ct", CT, "--sample", "alpha=-10:10,n=2", "--stages", "primary,noisy",
+                "--randomize", "mas=0.1:1:log", "--size", "8", "8", "--quiet"], out) == 0
+    from DeepDRRSlicerLib.dataset.torch_data import ShardDataset
+
+    dataset = ShardDataset(out)
+    drawn = {dataset.read_raw(index)[2]["physics"]["mas"] for index in range(len(dataset))}
+    assert len(drawn) == 2 and all(0.1 <= mas <= 1.0 for mas in drawn)

@@ -36,6 +36,18 @@ class CTEntry:
         return {"ct": self.ct, "landmarks": self.landmarks, "labels": self.labels}
 
 
+#: Settings that only some stages use: drawing them for a dataset without one of those stages would change
+#: nothing while the metadata records the draws. An empty tuple: no stage of a dataset uses it.
+SETTING_STAGES = {
+    "mas": ("noisy", "final"),
+    "electronic_noise_keV": ("noisy", "final"),
+    "scatter_photons": ("scatter", "total"),
+    "scatter_smoothing_mm": ("scatter", "total"),
+    "grid_ratio": (),
+    "grid_lines_per_cm": (),
+}
+
+
 @dataclass
 class GenerateConfig:
     cts: list                                  # [CTEntry]
@@ -89,6 +101,16 @@ class GenerateConfig:
             raise InputError("No stage was chosen.", "Give --stages, e.g. --stages primary.")
         if len(set(self.stages)) != len(self.stages):
             raise InputError(f"--stages lists a stage twice: {','.join(self.stages)}.", "Give each stage once.")
+        for name in sorted(self.randomize):
+            users = SETTING_STAGES.get(name)
+            if users is None or set(users) & set(self.stages):
+                continue
+            why = (f"no stage in --stages {','.join(self.stages)} uses it" if users
+                   else "datasets are rendered without an anti-scatter grid")
+            raise InputError(f"--randomize {name}: {why}, so its draws would change nothing in the images while "
+                             "each sample's metadata records them.",
+                             f"Add {' or '.join(users)} to --stages, or leave {name} out of --randomize." if users
+                             else f"Leave {name} out of --randomize.")
         if self.sampling is not None and "sid" in self.sampling.parameters and "sid" in self.randomize:
             raise InputError("sid is given in both --sample and --randomize.", "Give it in one of them.")
         if self.sampling is not None and "sod" in self.sampling.parameters and "sod" in self.randomize:
