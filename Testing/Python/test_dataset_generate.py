@@ -306,6 +306,7 @@ def test_pose_ranges_without_a_ray_through_the_ct_are_reported(tmp_path, capsys)
     captured = capsys.readouterr()
     assert code == 0
     assert "1 of 2 poses put no ray through CT 0" in captured.err
+    assert "wrote 1 images" in captured.out and "rendered 1 now" in captured.out   # the blind pose is not counted
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["written"] == 1 and report["failed"][0]["key"] == "ct0000_pose000000"
     assert "no ray" in report["failed"][0]["reason"]

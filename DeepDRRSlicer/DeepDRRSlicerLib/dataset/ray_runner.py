@@ -104,8 +104,8 @@ def run_on_ray(plan: Plan, out, shards: list, address: str, on_image=None, cance
                     atomic_write_bytes(folder / f"{shard_name(shard)}.tar", files[f"{shard_name(shard)}.tar"])
                     fsync_dir(folder)
                 if on_image is not None:
-                    for _ in range(len(record["images"]) + len(record["failed"])):
-                        on_image(True)
+                    for ok in [True] * len(record["images"]) + [False] * len(record["failed"]):
+                        on_image(ok)
     finally:
         if started:
             ray.shutdown()

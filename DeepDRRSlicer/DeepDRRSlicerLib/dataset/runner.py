@@ -219,9 +219,9 @@ def generate(config: GenerateConfig, out, *, workers: int = 1, ray_address: str 
     total = sum(len(plan.shard_items(s)) for s in shards)
     counter = {"done": done_before, "rendered": 0}
 
-    def on_image(_ok: bool) -> None:
+    def on_image(ok: bool) -> None:
         counter["done"] += 1
-        counter["rendered"] += 1
+        counter["rendered"] += bool(ok)   # an image not made (e.g. no ray through the CT) is not counted
         if progress is not None:
             progress(counter["done"], total, "rendering")
 
