@@ -985,6 +985,13 @@ def _(tmp):
     return gen(tmp, "--ct", str(phantom(tmp)), "--poses", str(tmp / "poses.json"))
 
 
+@case("gen-poses-sod-beyond-sid", "generate", "a pose file's pose with `\"sid\": 1000` and `--randomize sod=900:1100`",
+      "refused", "pose 0: its sid 1000 mm and --randomize sod=900:1100")
+def _(tmp):
+    (tmp / "poses.json").write_text('[{"alpha": 0, "sid": 1000}]')
+    return gen(tmp, "--ct", str(phantom(tmp)), "--poses", str(tmp / "poses.json"), "--randomize", "sod=900:1100")
+
+
 @case("gen-stage-unavailable", "generate", "`--stages primary,xray`", "refused", "are not available")
 def _(tmp):
     return gen(tmp, "--ct", str(phantom(tmp)), "--stages", "primary,xray")

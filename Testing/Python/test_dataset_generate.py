@@ -467,6 +467,21 @@ def test_impossible_ranges_are_refused_before_anything_is_written(tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.parametrize("poses, randomize, message", [
+    ([{"alpha": 0}, {"alpha": 5, "sid": 400, "sod": 530}], [], "pose 1: its sid 400 mm and its sod 530 mm"),
+    ([{"alpha": 0, "sid": 1000}], ["--randomize", "sod=900:1100"],
+     "pose 0: its sid 1000 mm and --randomize sod=900:1100 can give an SID of 1000 mm with an SOD of 1100 mm"),
+    ([{"alpha": 0, "sod": 1200}], [], "pose 0: the default SID"),
+])
+def test_pose_file_distances_that_meet_are_refused_naming_the_pose(tmp_path, capsys, poses, randomize, message):
+    path = tmp_path / "poses.json"
+    path.write_text(json.dumps(poses))
+    out = tmp_path / "ds"
+    _fails(capsys, ["generate", "--ct", CT, "--poses", str(path), "--size", "8", "8", "--quiet", *randomize],
+           message, out)
+    assert not out.exists()
+
+
 def test_workers_stop_when_the_run_is_killed(tmp_path):
     """SIGKILL to the command (no chance to clean up): its worker processes notice and exit instead of
     writing on into the dataset, where a resumed run would race them."""

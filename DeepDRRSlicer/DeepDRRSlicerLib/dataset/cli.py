@@ -79,7 +79,8 @@ def add_generate_parser(commands) -> argparse.ArgumentParser:
 def config_from_args(args):
     from ..cli import parse_filtration
     from .config import CTEntry, GenerateConfig, read_ct_list, read_label_names
-    from .spec import check_carm_distances, load_poses, parse_jitter, parse_randomize, parse_sample
+    from .spec import (check_carm_distances, check_pose_file_distances, load_poses, parse_jitter, parse_randomize,
+                       parse_sample)
 
     if args.ct and args.ct_list:
         raise InputError("Both --ct and --ct-list were given.", "Give the CTs one way.")
@@ -104,12 +105,15 @@ def config_from_args(args):
         raise InputError("Both --ray and --workers were given.", "With Ray, the cluster's CPUs are the workers.")
     sampling = parse_sample(args.sample) if args.sample is not None else None
     randomize = parse_randomize(args.randomize)
-    if args.poses is None:
+    poses = load_poses(args.poses) if args.poses is not None else None
+    if poses is None:
         check_carm_distances(sampling, randomize)
+    else:
+        check_pose_file_distances(poses, randomize, str(args.poses))
     return GenerateConfig(
         cts=entries,
         sampling=sampling,
-        poses=load_poses(args.poses) if args.poses is not None else None,
+        poses=poses,
         poses_source=None if args.poses is None else str(args.poses),
         jitter=parse_jitter(args.jitter),
         randomize=randomize,

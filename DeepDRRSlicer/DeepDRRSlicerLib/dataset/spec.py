@@ -153,6 +153,29 @@ def check_carm_distances(sampling: "PoseSampling | None", randomize: dict) -> No
                          "mm.")
 
 
+def check_pose_file_distances(poses: list, randomize: dict, source: str) -> None:
+    """As :func:`check_carm_distances`, for each C-arm pose of a ``--poses`` file: its own SID/SOD (or the
+    default), unless ``--randomize`` draws them. Refused before anything is rendered, naming the pose."""
+    for number, pose in enumerate(poses):
+        if "geometry" in pose:
+            continue
+        ranges = {}
+        for name, default in (("sid", DEFAULT_SID_MM), ("sod", DEFAULT_SOD_MM)):
+            if name in randomize:
+                ranges[name] = (randomize[name], f"--randomize {name}={randomize[name].text()}")
+            elif name in pose:
+                ranges[name] = (Distribution("fixed", (pose[name],)), f"its {name} {_number_text(pose[name])} mm")
+            else:
+                ranges[name] = (Distribution("fixed", (default,)),
+                                f"the default {name.upper()} {_number_text(default)} mm")
+        (sid, sid_from), (sod, sod_from) = ranges["sid"], ranges["sod"]
+        if sid.low <= sod.high:
+            raise InputError(f"{source} pose {number}: {sid_from} and {sod_from} can give an SID of "
+                             f"{_number_text(sid.low)} mm with an SOD of {_number_text(sod.high)} mm: the source-to-"
+                             "detector distance must exceed the source-to-isocentre distance.",
+                             "Keep every SID above every SOD, in the pose file and in --randomize.")
+
+
 def _items(text: str, option: str) -> list[tuple[str, str]]:
     items = []
     seen = set()
@@ -331,5 +354,5 @@ def load_poses(path) -> list[dict]:
 
 DEFAULT_POSE = {"alpha": 0.0, "beta": 0.0, "sid": DEFAULT_SID_MM, "sod": DEFAULT_SOD_MM}
 
-__all__ = ["Distribution", "PoseSampling", "Jitter", "check_carm_distances", "parse_sample", "parse_jitter",
-           "parse_randomize", "parse_distribution", "load_poses", "randomizable_settings", "DEFAULT_POSE"]
+__all__ = ["Distribution", "PoseSampling", "Jitter", "check_carm_distances", "check_pose_file_distances", "parse_sample",
+           "parse_jitter", "parse_randomize", "parse_distribution", "load_poses", "randomizable_settings", "DEFAULT_POSE"]
