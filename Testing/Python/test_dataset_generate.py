@@ -523,3 +523,14 @@ def test_a_randomised_setting_is_accepted_when_a_chosen_stage_uses_it(tmp_path):
     dataset = ShardDataset(out)
     drawn = {dataset.read_raw(index)[2]["physics"]["mas"] for index in range(len(dataset))}
     assert len(drawn) == 2 and all(0.1 <= mas <= 1.0 for mas in drawn)
+
+
+def test_ray_without_a_cluster_is_refused_before_the_folder_is_claimed(tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install .[ray]); not installed here")
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "ds"
+    _fails(capsys, ["generate", "--ct", CT, "--sample", "alpha=0,n=1", "--size", "8", "8", "--quiet", "--ray", "auto"],
+           "Cannot connect to the Ray cluster", out)
+    assert not out.exists()

@@ -71,8 +71,21 @@ def _render_shard_task(plan: Plan, out: str, shard: int, plan_sha256: str, threa
     return host, record, files
 
 
+def connect(address: str) -> bool:
+    """Import Ray and connect to ``address`` (a cluster, "auto", or "local" to start one); True when this
+    call started Ray, which the caller then shuts down (:func:`disconnect`). Raises InputError with the fix."""
+    return _connect(_import_ray(), address)
+
+
+def disconnect() -> None:
+    import ray
+
+    ray.shutdown()
+
+
 def run_on_ray(plan: Plan, out, shards: list, address: str, on_image=None, cancel=None) -> tuple[bool, list]:
-    """Render ``shards`` as Ray tasks. Returns (cancelled, hosts that rendered)."""
+    """Render ``shards`` as Ray tasks. Returns (cancelled, hosts that rendered). Connects when not
+    connected yet (and then disconnects at the end)."""
     ray = _import_ray()
     started = _connect(ray, address)
     out = Path(out)
@@ -112,4 +125,4 @@ def run_on_ray(plan: Plan, out, shards: list, address: str, on_image=None, cance
     return cancelled, sorted(hosts)
 
 
-__all__ = ["run_on_ray"]
+__all__ = ["run_on_ray", "connect", "disconnect"]

@@ -211,6 +211,23 @@ def generate(config: GenerateConfig, out, *, workers: int = 1, ray_address: str 
     index, count = shard_filter
     if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
         raise InputError(f"--shard {index}/{count} is not i/n with 0 <= i < n.", "Give e.g. --shard 0/4.")
+    ray_started = False
+    if ray_address:   # before the folder is claimed: a cluster that is not there leaves no files behind
+        from .ray_runner import connect
+
+        ray_started = connect(ray_address)
+    try:
+        return _generate_into(plan, out, start, workers, ray_address, (index, count), overwrite, progress, cancel)
+    finally:
+        if ray_started:
+            from .ray_runner import disconnect
+
+            disconnect()
+
+
+def _generate_into(plan: Plan, out: Path, start: float, workers: int, ray_address, shard_filter, overwrite: bool,
+                   progress, cancel) -> GenerateReport:
+    index, count = shard_filter
     prepare_output(out, plan, overwrite=overwrite)
     _remove_leftovers(out / SHARDS, plan.shard_count)
     shards = [s for s in range(plan.shard_count) if s % count == index]
