@@ -142,11 +142,10 @@ class DeepDRRSlicerParameterNode:
     alpha, beta - C-arm angles in degrees (orbital, LAO positive; angulation, cranial positive).
     sid, sod - source-to-detector and source-to-isocentre distances in mm.
     detectorPixels, detectorSize - pixels per side and side length (mm) of the square detector.
-    kvp - tube voltage.
-    mas, detectorThickness, scatterPhotons, seed, grid - exposure per image, CsI thickness (mm), Monte Carlo
-        photons, seed of the scatter and the noise, anti-scatter grid.
-    stage - the stage the Fluoro view shows.
-    livePreview - re-render while the C-arm moves.
+    kvp, mas, detectorThickness, scatterPhotons, seed, grid - tube voltage, exposure per image, CsI thickness
+        (mm), Monte Carlo photons, seed of the scatter and the noise, anti-scatter grid.
+    mode - "polychromatic" (the X-ray physics) or "line-integral" (the plain line integral, a classic DRR).
+    stage, livePreview - the stage the Fluoro view shows; re-render while the C-arm moves.
     materials, densityModel, metal - material decomposition (network/threshold, calibrated/deepdrr, implant metal).
     materialSegmentation - optional segmentation whose segments (named after a material) override the materials.
     """
@@ -166,6 +165,7 @@ class DeepDRRSlicerParameterNode:
     scatterPhotons: Annotated[int, WithinRange(10000, 100000000)] = 200000
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
     grid: bool = False
+    mode: Annotated[str, Choice(["polychromatic", "line-integral"])] = "polychromatic"
     stage: FluoroStage = FluoroStage.PRIMARY
     livePreview: bool = True
     materials: Annotated[str, Choice(["network", "threshold"])] = "network"

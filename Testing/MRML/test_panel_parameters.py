@@ -90,3 +90,27 @@ def test_simulate_then_live_updates_from_the_fields(scene, logic, ct_node, landm
     assert logic.stats["renders"] > renders
     image = slicer.util.arrayFromVolume(output.node("primary"))
     assert image.shape == (1, 32, 32) and np.all(np.isfinite(image))
+
+
+def test_line_integral_mode_shows_the_total_line_integral_and_switching_back_renders_physics(scene, logic, ct_node,
+                                                                                             ct_center):
+    """The panel's Image choice: line-integral mode computes the total line integral (the Fluoro view falls
+    back to it from the default primary stage), and polychromatic renders the physics again."""
+    transform = create_carm_transform(scene, pose=pose_from_angles(0.0, 0.0, ct_center))
+    parameters = _parameters(ct=ct_node, carmTransform=transform, mode="line-integral")
+    assert panel_parameters.simulation_settings(parameters).mode == "line-integral"
+    output = panel_parameters.simulate_from_parameters(logic, parameters)
+    assert "line_integral" in output.stages and "primary" not in output.stages
+    assert output.display_stage == "line_integral"
+    total = slicer.util.arrayFromVolume(output.node("line_integral"))[0]
+    materials = [slicer.util.arrayFromVolume(output.node(s))[0] for s in output.stages
+                 if s.startswith("line_integral_")]
+    np.testing.assert_allclose(total, np.sum(materials, axis=0), rtol=1e-5, atol=1e-6)   # the materials' total
+    assert total.max() > 1.0   # g/cm2 through the phantom
+
+    panel_parameters.update_live_from_parameters(logic, _parameters(**{**vars(parameters), "mode": "polychromatic"}))
+    logic.scheduler.run_pending()
+    latest = logic.render_now()
+    assert "primary" in latest.stages and "line_integral" not in latest.stages
+    assert latest.display_stage == "primary"
+    assert panel_parameters.simulation_settings(_parameters()).mode == "polychromatic"   # saved nodes without the field

@@ -33,8 +33,8 @@ def render_message(output, wanted_stage=None) -> str:
     message = _("{stage}: {width} x {height} px ({kind}) in {seconds:.2f} s").format(
         stage=output.display_stage, width=width, height=height, kind=kind, seconds=output.seconds)
     if wanted_stage is not None and wanted_stage != output.display_stage:
-        message += " " + _("('{wanted}' is not computed with these settings: the Metal, Stages or mode exclude "
-                           "it)").format(wanted=wanted_stage)
+        message += " " + _("('{wanted}' is not computed with these settings: the Image, Metal or Stages choice "
+                           "excludes it)").format(wanted=wanted_stage)
     metrics = getattr(getattr(output, "result", None), "metrics", None) or {}
     for text in physics_summary(metrics):
         message += " · " + text

@@ -591,8 +591,8 @@ class DeepDRRLogic:
                 if not_computed:
                     self._report(InputError(
                         f"Stage {display_stage!r} is not computed with these settings.",
-                        f"Pick one of {', '.join(last.result.stages)}; the metal, the stages or the mode decide "
-                        "which are computed."))
+                        f"Pick one of {', '.join(last.result.stages)}; the image mode (polychromatic or "
+                        "line-integral), the metal and the stages decide which are computed."))
                 else:
                     render = True
         if render and session.enabled:

@@ -8,7 +8,7 @@ parameter that changes the simulation is mapped here, where CI can test it.
 
 Fields read: ``ct``, ``landmarks``, ``carmTransform`` (nodes); ``sid``, ``sod``,
 ``detectorPixels``, ``detectorSize``, ``kvp``, ``mas``, ``detectorThickness``, ``scatterPhotons``,
-``seed``, ``grid``, ``livePreview``; ``stage`` (an enum whose ``value`` is a stage name); ``materials``,
+``seed``, ``grid``, ``mode``, ``livePreview``; ``stage`` (an enum whose ``value`` is a stage name); ``materials``,
 ``densityModel``, ``metal`` and ``materialSegmentation``. Optional fields are read with the engine's
 defaults, so parameter nodes saved before they existed still work. The projector is the engine's default
 (smooth at any CT resolution and the fastest), so the panel has no algorithm choice.
@@ -41,7 +41,8 @@ def simulation_settings(parameters) -> SimulationSettings:
                                                                   defaults.detector_thickness_mm)),
                               scatter_photons=int(getattr(parameters, "scatterPhotons", defaults.scatter_photons)),
                               seed=int(getattr(parameters, "seed", defaults.seed)),
-                              grid=bool(getattr(parameters, "grid", defaults.grid)))
+                              grid=bool(getattr(parameters, "grid", defaults.grid)),
+                              mode=str(getattr(parameters, "mode", None) or defaults.mode))
 
 
 def apply_material_segmentation(logic, parameters) -> None:
