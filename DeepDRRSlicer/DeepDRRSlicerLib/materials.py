@@ -344,18 +344,7 @@ def drop_bone_without_cortex(probabilities: np.ndarray, hu, ijk_to_ras, notes: l
         return 0
     dropped = np.isin(labels, without)
     del labels, labels_image
-    spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)   # i, j, k
-    radius = [int(np.ceil(3.0 / max(s, 1e-9))) for s in spacing]
-    box = []   # only the box around the dropped regions, grown by the radius, can change
-    for axis in range(3):
-        present = np.flatnonzero(dropped.any(axis=tuple(a for a in range(3) if a != axis)))
-        margin = radius[2 - axis]
-        box.append(slice(max(0, present[0] - margin), min(dropped.shape[axis], present[-1] + 1 + margin)))
-    box = tuple(box)
-    grown = sitk.BinaryDilate(sitk.GetImageFromArray(dropped[box].view(np.uint8)), radius)
-    fringe = sitk.GetArrayFromImage(grown) > 0
-    dropped[box] |= fringe & ~region[box]   # the fringe of a dropped region, never another region
-    del fringe
+    dropped |= near_mask(dropped, ijk_to_ras, 3.0) & ~region   # the 3 mm fringe, never another region
     probabilities[1][dropped] += probabilities[2][dropped]
     probabilities[2][dropped] = 0.0
     if notes is not None:
