@@ -10,6 +10,7 @@ the projector has a CUDA device), and the projector uses that many threads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import tempfile
@@ -71,58 +72,53 @@ def _render_shard_task(plan: Plan, out: str, shard: int, plan_sha256: str, threa
     return host, record, files
 
 
-def connect(address: str) -> bool:
-    """Import Ray and connect to ``address`` (a cluster, "auto", or "local" to start one); True when this
-    call started Ray, which the caller then shuts down (:func:`disconnect`). Raises InputError with the fix."""
-    return _connect(_import_ray(), address)
-
-
-def disconnect() -> None:
-    import ray
-
-    ray.shutdown()
-
-
-def run_on_ray(plan: Plan, out, shards: list, address: str, on_image=None, cancel=None) -> tuple[bool, list]:
-    """Render ``shards`` as Ray tasks. Returns (cancelled, hosts that rendered). Connects when not
-    connected yet (and then disconnects at the end)."""
+@contextlib.contextmanager
+def ray_session(address: str):
+    """Connect to ``address`` (a cluster, "auto", or "local" to start one) for the ``with`` block, and shut
+    Ray down after it when this call started it. Raises InputError with the fix when there is no cluster."""
     ray = _import_ray()
     started = _connect(ray, address)
-    out = Path(out)
-    hosts = set()
-    cancelled = False
     try:
-        from ..projector import cuda_status
-
-        gpus = 1 if plan.config.device != "cpu" and cuda_status()[0] else 0
-        task = ray.remote(num_cpus=CPUS_PER_TASK, num_gpus=gpus, max_retries=2)(_render_shard_task)
-        plan_ref = ray.put(plan)
-        plan_sha256 = hashlib.sha256((out / "plan.json").read_bytes()).hexdigest()
-        pending = {task.remote(plan_ref, str(out), shard, plan_sha256, CPUS_PER_TASK): shard for shard in shards}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
-            if cancel is not None and cancel():
-                for reference in pending:
-                    ray.cancel(reference, force=True)
-                cancelled = True
-                break
-            for reference in ready:
-                shard = pending.pop(reference)
-                host, record, files = ray.get(reference)
-                hosts.add(host)
-                if files is not None:
-                    # same order as ShardWriter.finish: the record, then the shard under its final name
-                    folder = out / "shards"
-                    atomic_write_bytes(folder / f"{shard_name(shard)}.json", files[f"{shard_name(shard)}.json"])
-                    atomic_write_bytes(folder / f"{shard_name(shard)}.tar", files[f"{shard_name(shard)}.tar"])
-                    fsync_dir(folder)
-                if on_image is not None:
-                    for ok in [True] * len(record["images"]) + [False] * len(record["failed"]):
-                        on_image(ok)
+        yield
     finally:
         if started:
             ray.shutdown()
+
+
+def run_on_ray(plan: Plan, out, shards: list, on_image=None, cancel=None) -> tuple[bool, list]:
+    """Render ``shards`` as Ray tasks, inside a :func:`ray_session`. Returns (cancelled, hosts that rendered)."""
+    from ..projector import cuda_status
+
+    ray = _import_ray()
+    out = Path(out)
+    hosts = set()
+    cancelled = False
+    gpus = 1 if plan.config.device != "cpu" and cuda_status()[0] else 0
+    task = ray.remote(num_cpus=CPUS_PER_TASK, num_gpus=gpus, max_retries=2)(_render_shard_task)
+    plan_ref = ray.put(plan)
+    plan_sha256 = hashlib.sha256((out / "plan.json").read_bytes()).hexdigest()
+    pending = {task.remote(plan_ref, str(out), shard, plan_sha256, CPUS_PER_TASK): shard for shard in shards}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+        if cancel is not None and cancel():
+            for reference in pending:
+                ray.cancel(reference, force=True)
+            cancelled = True
+            break
+        for reference in ready:
+            shard = pending.pop(reference)
+            host, record, files = ray.get(reference)
+            hosts.add(host)
+            if files is not None:
+                # same order as ShardWriter.finish: the record, then the shard under its final name
+                folder = out / "shards"
+                atomic_write_bytes(folder / f"{shard_name(shard)}.json", files[f"{shard_name(shard)}.json"])
+                atomic_write_bytes(folder / f"{shard_name(shard)}.tar", files[f"{shard_name(shard)}.tar"])
+                fsync_dir(folder)
+            if on_image is not None:
+                for ok in [True] * len(record["images"]) + [False] * len(record["failed"]):
+                    on_image(ok)
     return cancelled, sorted(hosts)
 
 
-__all__ = ["run_on_ray", "connect", "disconnect"]
+__all__ = ["run_on_ray", "ray_session"]

@@ -211,23 +211,17 @@ def generate(config: GenerateConfig, out, *, workers: int = 1, ray_address: str 
     index, count = shard_filter
     if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
         raise InputError(f"--shard {index}/{count} is not i/n with 0 <= i < n.", "Give e.g. --shard 0/4.")
-    ray_started = False
-    if ray_address:   # before the folder is claimed: a cluster that is not there leaves no files behind
-        from .ray_runner import connect
+    if not ray_address:
+        return _generate_into(plan, out, start, workers, None, index, count, overwrite, progress, cancel)
+    from .ray_runner import ray_session
 
-        ray_started = connect(ray_address)
-    try:
-        return _generate_into(plan, out, start, workers, ray_address, (index, count), overwrite, progress, cancel)
-    finally:
-        if ray_started:
-            from .ray_runner import disconnect
-
-            disconnect()
+    with ray_session(ray_address):   # before the folder is claimed: a missing cluster leaves no files behind
+        return _generate_into(plan, out, start, workers, ray_address, index, count, overwrite, progress, cancel)
 
 
-def _generate_into(plan: Plan, out: Path, start: float, workers: int, ray_address, shard_filter, overwrite: bool,
-                   progress, cancel) -> GenerateReport:
-    index, count = shard_filter
+def _generate_into(plan: Plan, out: Path, start: float, workers: int, ray_address, index: int, count: int,
+                   overwrite: bool, progress, cancel) -> GenerateReport:
+    """``generate`` after its checks (and inside the Ray session, with ``ray_address``)."""
     prepare_output(out, plan, overwrite=overwrite)
     _remove_leftovers(out / SHARDS, plan.shard_count)
     shards = [s for s in range(plan.shard_count) if s % count == index]
@@ -249,7 +243,7 @@ def _generate_into(plan: Plan, out: Path, start: float, workers: int, ray_addres
     if ray_address:
         from .ray_runner import run_on_ray
 
-        cancelled, hosts = run_on_ray(plan, out, pending, ray_address, on_image=on_image, cancel=cancel)
+        cancelled, hosts = run_on_ray(plan, out, pending, on_image=on_image, cancel=cancel)
         runner = f"ray ({ray_address})"
     elif workers > 1 and len(pending) > 1:
         from .process_runner import run_in_processes
