@@ -470,7 +470,7 @@ def test_impossible_ranges_are_refused_before_anything_is_written(tmp_path, caps
 @pytest.mark.parametrize("poses, randomize, message", [
     ([{"alpha": 0}, {"alpha": 5, "sid": 400, "sod": 530}], [], "pose 1: its sid 400 mm and its sod 530 mm"),
     ([{"alpha": 0, "sid": 1000}], ["--randomize", "sod=900:1100"],
-     "pose 0: its sid 1000 mm and --randomize sod=900:1100 can give an SID of 1000 mm with an SOD of 1100 mm"),
+     "pose 0: its sid 1000 mm and --randomize sod=900:1100 can draw an SID of 1000 mm with an SOD of 1100 mm"),
     ([{"alpha": 0, "sod": 1200}], [], "pose 0: the default SID"),
 ])
 def test_pose_file_distances_that_meet_are_refused_naming_the_pose(tmp_path, capsys, poses, randomize, message):

@@ -137,43 +137,41 @@ def check_carm_distances(sampling: "PoseSampling | None", randomize: dict) -> No
     """Refuse SID and SOD ranges that can draw an SID not beyond the SOD (the isocentre at or behind the
     detector) now, before anything is rendered, rather than at the first such draw."""
     def source(name):
-        if name in randomize:
-            return randomize[name], f"--randomize {name}={randomize[name].text()}"
-        if sampling is not None and name in sampling.parameters:
+        if sampling is not None and name in sampling.parameters and name not in randomize:
             return sampling.parameters[name], f"--sample {name}={sampling.parameters[name].text()}"
-        default = DEFAULT_SID_MM if name == "sid" else DEFAULT_SOD_MM
-        return Distribution("fixed", (default,)), f"the default {name.upper()} {_number_text(default)} mm"
+        return _distance_source(name, randomize, {})
 
-    (sid, sid_from), (sod, sod_from) = source("sid"), source("sod")
-    if sid.low <= sod.high:
-        raise InputError(f"{sid_from} and {sod_from} can draw an SID of {_number_text(sid.low)} mm with an SOD of "
-                         f"{_number_text(sod.high)} mm: the source-to-detector distance must exceed the source-to-"
-                         "isocentre distance.",
-                         f"Keep every SID above every SOD, e.g. an SID range starting above {_number_text(sod.high)} "
-                         "mm.")
+    sid, sod = source("sid"), source("sod")
+    _refuse_meeting_distances(sid, sod, "", "Keep every SID above every SOD, e.g. an SID range starting above "
+                                            f"{_number_text(sod[0].high)} mm.")
 
 
 def check_pose_file_distances(poses: list, randomize: dict, source: str) -> None:
     """As :func:`check_carm_distances`, for each C-arm pose of a ``--poses`` file: its own SID/SOD (or the
     default), unless ``--randomize`` draws them. Refused before anything is rendered, naming the pose."""
     for number, pose in enumerate(poses):
-        if "geometry" in pose:
-            continue
-        ranges = {}
-        for name, default in (("sid", DEFAULT_SID_MM), ("sod", DEFAULT_SOD_MM)):
-            if name in randomize:
-                ranges[name] = (randomize[name], f"--randomize {name}={randomize[name].text()}")
-            elif name in pose:
-                ranges[name] = (Distribution("fixed", (pose[name],)), f"its {name} {_number_text(pose[name])} mm")
-            else:
-                ranges[name] = (Distribution("fixed", (default,)),
-                                f"the default {name.upper()} {_number_text(default)} mm")
-        (sid, sid_from), (sod, sod_from) = ranges["sid"], ranges["sod"]
-        if sid.low <= sod.high:
-            raise InputError(f"{source} pose {number}: {sid_from} and {sod_from} can give an SID of "
-                             f"{_number_text(sid.low)} mm with an SOD of {_number_text(sod.high)} mm: the source-to-"
-                             "detector distance must exceed the source-to-isocentre distance.",
-                             "Keep every SID above every SOD, in the pose file and in --randomize.")
+        if "geometry" not in pose:
+            sid, sod = _distance_source("sid", randomize, pose), _distance_source("sod", randomize, pose)
+            _refuse_meeting_distances(sid, sod, f"{source} pose {number}: ",
+                                      "Keep every SID above every SOD, in the pose file and in --randomize.")
+
+
+def _distance_source(name: str, randomize: dict, pose: dict) -> tuple:
+    """(Distribution, where it comes from) of the SID or SOD: --randomize, else the pose's own, else the default."""
+    if name in randomize:
+        return randomize[name], f"--randomize {name}={randomize[name].text()}"
+    if name in pose:
+        return Distribution("fixed", (pose[name],)), f"its {name} {_number_text(pose[name])} mm"
+    default = DEFAULT_SID_MM if name == "sid" else DEFAULT_SOD_MM
+    return Distribution("fixed", (default,)), f"the default {name.upper()} {_number_text(default)} mm"
+
+
+def _refuse_meeting_distances(sid_source: tuple, sod_source: tuple, where: str, fix: str) -> None:
+    (sid, sid_from), (sod, sod_from) = sid_source, sod_source
+    if sid.low <= sod.high:
+        raise InputError(f"{where}{sid_from} and {sod_from} can draw an SID of {_number_text(sid.low)} mm with an SOD "
+                         f"of {_number_text(sod.high)} mm: the source-to-detector distance must exceed the source-to-"
+                         "isocentre distance.", fix)
 
 
 def _items(text: str, option: str) -> list[tuple[str, str]]:
@@ -354,5 +352,6 @@ def load_poses(path) -> list[dict]:
 
 DEFAULT_POSE = {"alpha": 0.0, "beta": 0.0, "sid": DEFAULT_SID_MM, "sod": DEFAULT_SOD_MM}
 
-__all__ = ["Distribution", "PoseSampling", "Jitter", "check_carm_distances", "check_pose_file_distances", "parse_sample",
-           "parse_jitter", "parse_randomize", "parse_distribution", "load_poses", "randomizable_settings", "DEFAULT_POSE"]
+__all__ = ["Distribution", "PoseSampling", "Jitter", "check_carm_distances", "check_pose_file_distances",
+           "parse_sample", "parse_jitter", "parse_randomize", "parse_distribution", "load_poses",
+           "randomizable_settings", "DEFAULT_POSE"]
