@@ -110,10 +110,12 @@ class Volume:
             raise InputError("Both ijk_to_ras and spacing/origin were given.",
                              "Give either the 4x4 ijk_to_ras matrix or spacing (and origin), not both.")
         matrix = _float_vector(ijk_to_ras, "ijk_to_ras", "Give ijk_to_ras as a 4x4 matrix of numbers.")
-        _validate(hu, matrix, source)
+        value_range = _validate(hu, matrix, source)
         hu.setflags(write=False)
         matrix.setflags(write=False)
-        return cls(hu=hu, ijk_to_ras=matrix)
+        volume = cls(hu=hu, ijk_to_ras=matrix)
+        volume.__dict__["value_range"] = value_range   # the cached property, already scanned for by _validate
+        return volume
 
 
 def _hu_array(array, source: str) -> np.ndarray:
@@ -183,7 +185,8 @@ def point_in_voxel_box(point_ras, ijk_to_ras, shape_kji) -> bool:
     return bool(np.all(ijk[:3] >= -0.5) and np.all(ijk[:3] <= np.array(shape_kji[::-1]) - 0.5))
 
 
-def _validate(hu: np.ndarray, matrix: np.ndarray, source: str) -> None:
+def _validate(hu: np.ndarray, matrix: np.ndarray, source: str) -> tuple[float, float]:
+    """Refuse what is not a CT volume; warn when its values do not look like HU. Returns (min, max)."""
     if hu.ndim != 3:
         raise InputError(f"{source} has {hu.ndim} dimension(s) {hu.shape}; a CT volume needs 3.",
                          "Load a 3D CT (a series of slices), not a single image.")
@@ -198,9 +201,11 @@ def _validate(hu: np.ndarray, matrix: np.ndarray, source: str) -> None:
         bad = int(hu.size - np.count_nonzero(finite))
         raise InputError(f"{source} contains {bad} NaN or infinite voxel(s).",
                          "Replace them, e.g. with -1000 HU (air), before simulating.")
-    message = implausible_hu_message((float(hu.min()), float(hu.max())), source)
+    value_range = (float(hu.min()), float(hu.max()))
+    message = implausible_hu_message(value_range, source)
     if message:
         warnings.warn(message, ImplausibleCTWarning, stacklevel=3)
+    return value_range
 
 
 def implausible_hu_message(value_range: tuple, source: str = "The CT") -> str | None:
