@@ -317,7 +317,8 @@ class Simulator:
             timings["landmarks"] = time.perf_counter() - start
         return SimulationResult(geometry=geometry, stages=stages, material_names=projection.material_names,
                                 landmarks=projected, timings=timings, backend=projection.backend,
-                                notes=list(self.notes) + notes, settings=self.settings, warnings=list(self.warnings) + warnings,
+                                notes=list(self.notes) + notes, settings=self.settings,
+                                warnings=list(self.warnings) + warnings,
                                 spectrum_summary=self.spectrum_summary, metrics=metrics,
                                 masks={"truncation": truncated})
 
